@@ -1,0 +1,50 @@
+# netbuild — make install | demo | test | bench | lint
+#
+# `make install` prepares a fresh Debian machine (as root, or with sudo): the system packages the
+# tests and the demo boot with, and a .venv with netbuild installed editable.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# qemu-system-x86 + ipxe-qemu + ovmf: boot tests (SeaBIOS, iPXE ROMs, UEFI)
+# linux-image-cloud-amd64 + busybox-static: a real kernel and init for the test closures
+# nix-bin: a real Nix builds the test closures and checks the registration
+# cpio, libarchive-tools, zstd, xz-utils, jq: independent readers and closureInfo's own jq program
+APT_PACKAGES := qemu-system-x86 ipxe-qemu ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
+	nix-bin cpio zstd xz-utils gzip libarchive13 libarchive-tools jq
+
+.PHONY: install system venv test lint demo clean
+
+install: system venv
+
+system:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make: installing system packages:" $$missing; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: install lint
+	$(BIN)/pytest -q
+
+demo: install
+	$(BIN)/python tests/demo.py
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

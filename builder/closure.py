@@ -1,0 +1,253 @@
+"""Store paths and closures: the three closure.json forms, validation and graph queries.
+
+Accepted inputs (see DESIGN.md):
+- `nix path-info --json --recursive` list form (Nix <= 2.18): `[{"path": ..., ...}, ...]`
+- its object form keyed by path (newer Nix): `{"/nix/store/...": {...} | null, ...}`
+- the structured-attrs `exportReferencesGraph` form: `{"closure": [{"path": ...}, ...]}`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import NetbuildError
+from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
+
+STORE_DIR = "/nix/store"
+# A store path's base name: 32 nix32 characters (no e, o, u, t), '-', then the name.
+_BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+")
+
+
+def validate_store_path(path: str) -> str:
+    """Return the path if it is a well-formed top-level store path, else say why not."""
+    if not isinstance(path, str):
+        raise NetbuildError(f"store path must be a string, got {type(path).__name__}: {path!r}")
+    prefix = STORE_DIR + "/"
+    if not path.startswith(prefix):
+        raise NetbuildError(f"{path!r} is not a store path (it must start with {prefix})")
+    base = path[len(prefix):]
+    if not _BASENAME.fullmatch(base) or base.split("-", 1)[1].startswith("."):
+        raise NetbuildError(
+            f"{path!r} is not a valid store path (expected {prefix}<32 nix32 chars>-<name>, "
+            "name of [A-Za-z0-9+-._?=] not starting with '.')"
+        )
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class StorePath:
+    path: str
+    nar_hash: bytes | None  # sha256 digest; None when the input did not say
+    nar_size: int | None
+    references: tuple[str, ...]  # sorted, may include the path itself
+    deriver: str | None = None
+
+    @property
+    def basename(self) -> str:
+        return self.path[len(STORE_DIR) + 1:]
+
+    @property
+    def name(self) -> str:
+        return self.basename.split("-", 1)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPath:
+    """A store path whose NAR hash and size are known to match the files on disk."""
+
+    path: str
+    nar_hash: bytes
+    nar_size: int
+    references: tuple[str, ...]
+
+    @property
+    def nar_hash_nix32(self) -> str:
+        return format_nix32(self.nar_hash)
+
+
+class Closure:
+    """A set of store paths closed under references, keyed and iterated in path order."""
+
+    def __init__(self, paths: Iterable[StorePath], *, source: str) -> None:
+        self.source = source
+        self._paths: dict[str, StorePath] = {}
+        for sp in sorted(paths, key=lambda p: p.path):
+            self._paths[sp.path] = sp
+        if not self._paths:
+            raise NetbuildError(f"{source}: the closure is empty")
+        for sp in self._paths.values():
+            for ref in sp.references:
+                if ref not in self._paths:
+                    raise NetbuildError(
+                        f"{source}: {sp.path} references {ref}, which is not in the closure "
+                        "(pass the whole closure: nix path-info --json --recursive)"
+                    )
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._paths.values())
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._paths
+
+    def __getitem__(self, path: str) -> StorePath:
+        return self._paths[path]
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self._paths)
+
+    def roots(self) -> list[str]:
+        """Paths that no other path refers to, in path order."""
+        referenced = {ref for sp in self for ref in sp.references if ref != sp.path}
+        return [p for p in self._paths if p not in referenced]
+
+    def requisites(self, root: str) -> set[str]:
+        """Everything reachable from root, root included."""
+        seen: set[str] = set()
+        todo = [root]
+        while todo:
+            p = todo.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            todo.extend(self._paths[p].references)
+        return seen
+
+
+def load_closure(source: str, data: bytes) -> Closure:
+    """Parse closure JSON bytes; `source` names the input in error messages."""
+    try:
+        doc = json.loads(data)
+    except UnicodeDecodeError as e:
+        raise NetbuildError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise NetbuildError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    return Closure(_entries(source, doc), source=source)
+
+
+def _entries(source: str, doc: Any) -> list[StorePath]:
+    if isinstance(doc, list):
+        items = [(f"[{i}]", item, None) for i, item in enumerate(doc)]
+    elif isinstance(doc, dict) and isinstance(doc.get("closure"), list):
+        items = [(f"closure[{i}]", item, None) for i, item in enumerate(doc["closure"])]
+    elif isinstance(doc, dict) and doc and all(isinstance(k, str) and k.startswith("/") for k in doc):
+        items = [(f"[{k!r}]", v, k) for k, v in doc.items()]
+    else:
+        raise NetbuildError(
+            f"{source}: not a closure: expected the JSON of `nix path-info --json --recursive` "
+            "(a list, or an object keyed by store path) or an exportReferencesGraph {\"closure\": [...]}"
+        )
+    seen: dict[str, StorePath] = {}
+    for where, item, key in items:
+        sp = _store_path(source, where, item, key)
+        if sp.path in seen and seen[sp.path] != sp:
+            raise NetbuildError(f"{source}: {sp.path} appears twice with different information")
+        seen[sp.path] = sp
+    return list(seen.values())
+
+
+def _store_path(source: str, where: str, item: Any, key: str | None) -> StorePath:
+    if key is not None:
+        try:
+            validate_store_path(key)
+        except NetbuildError as e:
+            raise NetbuildError(f"{source}: {e}") from None
+        if item is None:
+            raise NetbuildError(f"{source}: {key} is not valid in the store it was queried from (null)")
+    if not isinstance(item, Mapping):
+        raise NetbuildError(f"{source}: {where}: expected an object describing a store path")
+    path = key if key is not None else item.get("path")
+    if path is None:
+        raise NetbuildError(f"{source}: {where}: missing field 'path'")
+    try:
+        validate_store_path(path)
+    except NetbuildError as e:
+        raise NetbuildError(f"{source}: {where}.path: {e}") from None
+    nar_hash = None
+    if item.get("narHash") is not None:
+        try:
+            nar_hash = parse_sha256(item["narHash"]) if isinstance(item["narHash"], str) else None
+        except HashFormatError as e:
+            raise NetbuildError(f"{source}: {path}: narHash: {e}") from None
+        if nar_hash is None:
+            raise NetbuildError(f"{source}: {path}: narHash must be a string")
+    nar_size = item.get("narSize")
+    if nar_size is not None and (not isinstance(nar_size, int) or isinstance(nar_size, bool) or nar_size <= 0):
+        raise NetbuildError(f"{source}: {path}: narSize must be a positive integer, got {nar_size!r}")
+    refs = item.get("references")
+    if refs is None:
+        raise NetbuildError(f"{source}: {path}: missing field 'references'")
+    if not isinstance(refs, list):
+        raise NetbuildError(f"{source}: {path}: 'references' must be a list of store paths")
+    for ref in refs:
+        try:
+            validate_store_path(ref)
+        except NetbuildError as e:
+            raise NetbuildError(f"{source}: {path}: references: {e}") from None
+    deriver = item.get("deriver") if isinstance(item.get("deriver"), str) else None
+    return StorePath(path, nar_hash, nar_size, tuple(sorted(set(refs))), deriver)
+
+
+class StoreFS:
+    """Where the closure's files live on this machine: ROOT/nix/store/… (ROOT is '/' normally)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def disk_path(self, store_path: str) -> Path:
+        return self.root / store_path.lstrip("/")
+
+    def check_present(self, closure: Closure) -> None:
+        for sp in closure:
+            try:
+                os.lstat(self.disk_path(sp.path))
+            except FileNotFoundError:
+                where = "" if self.root == Path("/") else f" under --store-root {self.root}"
+                raise NetbuildError(f"{sp.path} does not exist on disk{where}") from None
+            except OSError as e:
+                raise NetbuildError(f"{sp.path}: cannot read: {e.strerror}") from None
+
+    def resolve(self, path: str, *, max_links: int = 40) -> str:
+        """Follow symlinks inside the store root; returns the final store-side path (e.g. /nix/store/…/bzImage).
+
+        Symlinks in a store point at absolute /nix/store paths, which must be looked up under the
+        store root rather than on the host, so os.path.realpath cannot be used.
+        """
+        parts = [p for p in path.split("/") if p]
+        resolved: list[str] = []
+        links = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/" + "/".join([*resolved, part])
+            disk = self.root / candidate.lstrip("/")
+            try:
+                st = os.lstat(disk)
+            except FileNotFoundError:
+                raise NetbuildError(f"{candidate} does not exist (while resolving {path})") from None
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > max_links:
+                    raise NetbuildError(f"{path}: too many levels of symbolic links")
+                target = os.readlink(disk)
+                if target.startswith("/"):
+                    resolved = []
+                parts = [p for p in target.split("/") if p] + parts
+            else:
+                resolved.append(part)
+        return "/" + "/".join(resolved)

@@ -1,0 +1,81 @@
+"""Atomic output: build in a staging directory beside OUT, then swap it into place in one step.
+
+A failed or interrupted build removes its staging directory and leaves OUT exactly as it was.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from builder.errors import NetbuildError
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse to replace anything that netbuild did not make: OUT is swapped out whole."""
+    if not os.path.lexists(out):
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise NetbuildError(f"output {out} exists and is not a directory")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    try:
+        doc = json.loads((out / "manifest.json").read_bytes())
+        made_by_netbuild = isinstance(doc, dict) and "netbuild" in doc
+    except (OSError, ValueError):
+        made_by_netbuild = False
+    if not made_by_netbuild:
+        raise NetbuildError(
+            f"output {out} exists and was not made by netbuild (no netbuild manifest.json); "
+            "choose an empty or new directory"
+        )
+
+
+def make_staging(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes 0700; OUT is served to others (HTTP/TFTP)
+    return staging
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move staging to out; if out exists, exchange the two atomically and delete the old one."""
+    if not os.path.lexists(out):
+        os.rename(staging, out)
+        return
+    if _exchange(staging, out):
+        discard(staging)  # now holds the previous OUT
+        return
+    # No renameat2 (old kernel or libc): two renames leave a moment without OUT, never a mix.
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / "out")
+    os.rename(staging, out)
+    discard(old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -1,0 +1,161 @@
+"""Resolve a recipe against a closure into one immutable BootPlan.
+
+The plan names every choice the writers act on — kernel file, init path, command line,
+compression, the store paths to ship — so that writing is mechanical and the manifest can record
+exactly what was decided and why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.closure import STORE_DIR, Closure, StoreFS
+from builder.errors import NetbuildError
+from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
+from builder.formats.compress import Compression
+from builder.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user chose on the command line; None means 'take it from the closure or recipe'."""
+
+    toplevel: str | None = None
+    kernel: Path | None = None
+    init: str | None = None
+    append: str = ""
+    compression: Compression | None = None
+    store_root: Path = Path("/")
+    base_url: str | None = None
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class Kernel:
+    file: Path  # where to read it on this machine
+    origin: str  # the store path it came from, or "file:<basename>" for --kernel
+    header: BzImageHeader
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    recipe: Recipe
+    closure: Closure
+    store: StoreFS
+    toplevel: str | None
+    kernel: Kernel
+    init: str
+    cmdline: str
+    compression: Compression
+    base_url: str | None
+    jobs: int
+
+
+def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
+    store = StoreFS(options.store_root)
+    store.check_present(closure)
+    toplevel = _find_toplevel(closure, store, options)
+    kernel = _find_kernel(closure, store, toplevel, options)
+    init = _find_init(closure, store, toplevel, options)
+    cmdline = _command_line(store, recipe, toplevel, init, options.append)
+    if len(cmdline) > kernel.header.cmdline_size:
+        raise NetbuildError(
+            f"kernel command line is {len(cmdline)} bytes but {kernel.origin} accepts at most "
+            f"{kernel.header.cmdline_size}; shorten --append or the toplevel's kernel-params"
+        )
+    return BootPlan(
+        recipe=recipe,
+        closure=closure,
+        store=store,
+        toplevel=toplevel,
+        kernel=kernel,
+        init=init,
+        cmdline=cmdline,
+        compression=options.compression or recipe.compression,
+        base_url=options.base_url,
+        jobs=max(1, options.jobs),
+    )
+
+
+def _is_toplevel(store: StoreFS, path: str) -> bool:
+    disk = store.disk_path(path)
+    return os.path.lexists(disk / "kernel") and os.path.lexists(disk / "init")
+
+
+def _find_toplevel(closure: Closure, store: StoreFS, options: Options) -> str | None:
+    if options.toplevel is not None:
+        top = options.toplevel.rstrip("/")
+        if top not in closure:
+            raise NetbuildError(f"--toplevel {top} is not in the closure")
+        return top
+    candidates = [r for r in closure.roots() if _is_toplevel(store, r)]
+    if len(candidates) > 1:
+        raise NetbuildError(
+            f"{closure.source}: several roots have `kernel` and `init` ({', '.join(candidates)}); "
+            "choose one with --toplevel"
+        )
+    if candidates:
+        return candidates[0]
+    if options.kernel is None or options.init is None:
+        roots = ", ".join(closure.roots())
+        raise NetbuildError(
+            f"{closure.source}: no toplevel: no root of the closure ({roots}) has `kernel` and `init`; "
+            "pass --toplevel, or --kernel and --init"
+        )
+    return None
+
+
+def _owner(path: str) -> str:
+    """The top-level store path a path inside the store belongs to."""
+    rest = path[len(STORE_DIR) + 1:]
+    return f"{STORE_DIR}/{rest.split('/', 1)[0]}"
+
+
+def _in_closure(closure: Closure, store: StoreFS, path: str, what: str) -> str:
+    if not path.startswith(STORE_DIR + "/"):
+        raise NetbuildError(f"{what} {path} is not inside {STORE_DIR}")
+    owner = _owner(path)
+    if owner not in closure:
+        raise NetbuildError(f"{what} {path} belongs to {owner}, which is not in the closure")
+    return store.resolve(path)
+
+
+def _find_kernel(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Kernel:
+    if options.kernel is not None:
+        file, origin, name = options.kernel, f"file:{options.kernel.name}", str(options.kernel)
+        if not file.is_file():
+            raise NetbuildError(f"--kernel {file} does not exist or is not a file")
+    else:
+        assert toplevel is not None  # _find_toplevel guarantees one when --kernel is absent
+        resolved = _in_closure(closure, store, f"{toplevel}/kernel", "the toplevel's kernel")
+        file, origin, name = store.disk_path(resolved), resolved, resolved
+        if not file.is_file():
+            raise NetbuildError(f"the toplevel's kernel {resolved} is not a regular file")
+    try:
+        header = read_header_file(file)
+    except BzImageError as e:
+        raise NetbuildError(str(e)) from None
+    except OSError as e:
+        raise NetbuildError(f"{name}: cannot read: {e.strerror}") from None
+    return Kernel(file=file, origin=origin, header=header)
+
+
+def _find_init(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> str:
+    init = options.init if options.init is not None else f"{toplevel}/init"
+    what = "--init" if options.init is not None else "the toplevel's init"
+    resolved = _in_closure(closure, store, init, what)
+    if not store.disk_path(resolved).is_file():
+        raise NetbuildError(f"{what} {init} is not a regular file")
+    return init
+
+
+def _command_line(store: StoreFS, recipe: Recipe, toplevel: str | None, init: str, append: str) -> str:
+    params = [f"{recipe.init_parameter}={init}", *recipe.kernel_params]
+    if toplevel is not None:
+        params_file = store.disk_path(f"{toplevel}/kernel-params")
+        if params_file.is_file():
+            params.extend(params_file.read_text(encoding="utf-8", errors="replace").split())
+    params.extend(append.split())
+    return " ".join(params)

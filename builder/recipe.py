@@ -1,0 +1,108 @@
+"""Recipes: TOML files saying how to boot a closure (layout, compression, init parameter, params).
+
+Built-in recipes live in the repository's `recipes/` directory, one file each; a user may pass
+their own file with `--recipe FILE`. Every field is checked here so that a typo is an error
+naming the file and the field, not a surprise at boot time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.errors import NetbuildError
+from builder.formats.compress import Compression, CompressionError, parse_compression
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+DEFAULT_RECIPE = "netboot"
+LAYOUTS = ("initramfs",)
+INIT_PARAMETERS = ("rdinit", "init")
+
+_FIELDS = {"description", "layout", "compress", "init_parameter", "kernel_params"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    layout: str
+    compression: Compression
+    init_parameter: str
+    kernel_params: tuple[str, ...]
+    sha256: str  # of the recipe file's bytes, recorded in the manifest
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "layout": self.layout,
+            "compress": str(self.compression),
+            "init_parameter": self.init_parameter,
+            "kernel_params": list(self.kernel_params),
+        }
+
+
+def builtin_recipes() -> list[Path]:
+    return sorted(RECIPES_DIR.glob("*.toml"))
+
+
+def find_recipe(name_or_file: str) -> Path:
+    """A recipe name (`netboot`) or a path to a TOML file."""
+    candidate = Path(name_or_file)
+    if candidate.suffix == ".toml" or "/" in name_or_file:
+        if not candidate.is_file():
+            raise NetbuildError(f"recipe file {name_or_file} does not exist")
+        return candidate
+    path = RECIPES_DIR / f"{name_or_file}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in builtin_recipes()) or "none"
+        raise NetbuildError(f"unknown recipe {name_or_file!r} (built-in recipes: {known}; or pass a .toml file)")
+    return path
+
+
+def load_recipe(name_or_file: str) -> Recipe:
+    path = find_recipe(name_or_file)
+    raw = path.read_bytes()
+    where = path.name if path.parent == RECIPES_DIR else str(path)
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise NetbuildError(f"recipe {where}: not valid TOML: {e}") from None
+    unknown = sorted(set(doc) - _FIELDS)
+    if unknown:
+        raise NetbuildError(f"recipe {where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(_FIELDS))})")
+
+    def field(key: str, kind: type, default: Any) -> Any:
+        value = doc.get(key, default)
+        if not isinstance(value, kind):
+            raise NetbuildError(f"recipe {where}: field {key!r} must be a {kind.__name__}, got {value!r}")
+        return value
+
+    layout = field("layout", str, "initramfs")
+    if layout not in LAYOUTS:
+        raise NetbuildError(f"recipe {where}: field 'layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    init_parameter = field("init_parameter", str, "rdinit")
+    if init_parameter not in INIT_PARAMETERS:
+        raise NetbuildError(
+            f"recipe {where}: field 'init_parameter' must be one of {', '.join(INIT_PARAMETERS)}, "
+            f"got {init_parameter!r}"
+        )
+    try:
+        compression = parse_compression(field("compress", str, "zstd:10"))
+    except CompressionError as e:
+        raise NetbuildError(f"recipe {where}: field 'compress': {e}") from None
+    params = field("kernel_params", list, [])
+    if not all(isinstance(p, str) and p and not any(c.isspace() for c in p) for p in params):
+        raise NetbuildError(f"recipe {where}: field 'kernel_params' must be a list of parameters without spaces")
+    return Recipe(
+        name=path.stem,
+        description=field("description", str, ""),
+        layout=layout,
+        compression=compression,
+        init_parameter=init_parameter,
+        kernel_params=tuple(params),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )

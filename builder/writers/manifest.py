@@ -1,0 +1,59 @@
+"""`manifest.json` (what was built from what) and `SHA256SUMS`.
+
+Nothing machine-specific goes in: no input file names or directories, no times, no job count —
+two builds of the same closure with the same settings must produce the same manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from builder.closure import VerifiedPath
+
+MANIFEST_NAME = "manifest.json"
+SUMS_NAME = "SHA256SUMS"
+FORMAT_VERSION = 1
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def manifest(
+    *,
+    version: str,
+    settings: Mapping[str, Any],
+    closure: list[VerifiedPath],
+    artifacts: Mapping[str, tuple[int, str]],
+    extra: Mapping[str, Any] | None = None,
+) -> bytes:
+    doc: dict[str, Any] = {
+        "netbuild": {"version": version, "manifest": FORMAT_VERSION},
+        "settings": dict(settings),
+        "artifacts": {name: {"size": size, "sha256": digest} for name, (size, digest) in sorted(artifacts.items())},
+        "closure": {
+            "paths": len(closure),
+            "narSize": sum(p.nar_size for p in closure),
+            "storePaths": [
+                {"path": p.path, "narHash": p.nar_hash_nix32, "narSize": p.nar_size, "references": list(p.references)}
+                for p in sorted(closure, key=lambda p: p.path)
+            ],
+        },
+    }
+    if extra:
+        doc.update(extra)
+    return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+
+
+def sha256sums(artifacts: Mapping[str, tuple[int, str]]) -> bytes:
+    return "".join(f"{digest}  {name}\n" for name, (_, digest) in sorted(artifacts.items())).encode()
