@@ -1,0 +1,274 @@
+"""cpio "newc" (magic 070701), the archive format the kernel unpacks as its initramfs."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+MAGIC = b"070701"
+CRC_MAGIC = b"070702"
+HEADER_SIZE = 110  # magic + 13 fields of 8 hex digits
+TRAILER_NAME = "TRAILER!!!"
+MAX_FILE_SIZE = 0xFFFFFFFF  # filesize is a 32-bit field
+_MAX_FIELD = 0xFFFFFFFF
+_PERMISSION_BITS = 0o7777
+_FIELD_NAMES = (
+    "ino", "mode", "uid", "gid", "nlink", "mtime", "filesize",
+    "devmajor", "devminor", "rdevmajor", "rdevminor", "namesize", "check",
+)  # fmt: skip
+_HEX_FIELD = re.compile(rb"[0-9a-fA-F]{8}")
+
+
+class CpioError(ValueError):
+    """An entry the newc format cannot hold, a misused writer, or a malformed archive."""
+
+
+def _pad4(length: int) -> bytes:
+    return b"\0" * (-length % 4)
+
+
+def _encode_name(name: str) -> bytes:
+    raw = os.fsencode(name)
+    if not raw:
+        raise CpioError("cpio entry with an empty name")
+    if raw.startswith(b"/"):
+        # The kernel would unpack it at the same place, but GNU cpio and bsdtar treat it as absolute.
+        raise CpioError(f"{name}: cpio names are relative to the archive root, no leading '/'")
+    if b"\0" in raw:
+        raise CpioError(f"{name!r}: NUL in a cpio name")
+    if raw == TRAILER_NAME.encode():
+        raise CpioError(f"{name}: reserved name (it ends the archive)")
+    return raw
+
+
+def _check_permissions(name: str, mode: int) -> None:
+    if mode & ~_PERMISSION_BITS or mode < 0:
+        raise CpioError(f"{name}: mode {mode:#o} has bits beyond the permission bits 0o7777")
+
+
+class CpioWriter:
+    """Writes one newc archive: uid/gid 0, fixed mtime, sequential inodes, so the output is reproducible.
+
+    Every entry gets nlink 1 and its own data: the kernel then never has to match hard links.
+    """
+
+    def __init__(self, write: Callable[[bytes], None], *, mtime: int = 1, first_inode: int = 1) -> None:
+        if not 0 <= mtime <= _MAX_FIELD:
+            raise CpioError(f"mtime {mtime} does not fit the 32-bit cpio field")
+        if not 0 <= first_inode <= _MAX_FIELD:
+            raise CpioError(f"first_inode {first_inode} does not fit the 32-bit cpio field")
+        self._write_raw = write
+        self._mtime = mtime
+        self._next_inode = first_inode
+        self._offset = 0  # bytes written so far: padding is relative to the archive start
+        self._entries = 0
+        self._file_name: str | None = None
+        self._remaining = 0
+        self._file_size = 0
+        self._closed = False
+
+    @property
+    def entries(self) -> int:
+        """Entries written so far, not counting the trailer."""
+        return self._entries
+
+    @property
+    def offset(self) -> int:
+        """Bytes written so far."""
+        return self._offset
+
+    def _write(self, data: bytes) -> None:
+        self._offset += len(data)
+        self._write_raw(data)
+
+    def _header(
+        self, name: str, raw_name: bytes, mode: int, size: int, *, nlink: int = 1, ino: int | None = None,
+        mtime: int | None = None, rdev: tuple[int, int] = (0, 0),
+    ) -> bytes:  # fmt: skip
+        if size > MAX_FILE_SIZE:
+            raise CpioError(f"{name}: {size} bytes is too large for cpio newc (4 GiB limit)")
+        if ino is None:
+            ino = self._next_inode
+            if ino > _MAX_FIELD:
+                raise CpioError(f"{name}: inode number {ino} overflows the 32-bit cpio field")
+            self._next_inode += 1
+        fields = (
+            ino, mode, 0, 0, nlink, self._mtime if mtime is None else mtime, size,
+            0, 0, rdev[0], rdev[1], len(raw_name) + 1, 0,
+        )  # fmt: skip
+        header = MAGIC + b"".join(b"%08X" % value for value in fields) + raw_name + b"\0"
+        return header + _pad4(self._offset + len(header))
+
+    def _begin(self, name: str) -> bytes:
+        self._check_ready(name)
+        return _encode_name(name)
+
+    def _check_ready(self, name: str) -> None:
+        if self._closed:
+            raise CpioError(f"{name}: entry after the trailer")
+        if self._file_name is not None:
+            raise CpioError(f"{name}: begun while {self._file_name} lacks {self._remaining} bytes of data")
+
+    def directory(self, name: str, mode: int) -> None:
+        raw = self._begin(name)
+        _check_permissions(name, mode)
+        self._write(self._header(name, raw, stat.S_IFDIR | mode, 0))
+        self._entries += 1
+
+    def regular(self, name: str, mode: int, size: int) -> None:
+        """The header of a regular file; its size bytes follow through data()."""
+        raw = self._begin(name)
+        _check_permissions(name, mode)
+        if size < 0:
+            raise CpioError(f"{name}: negative size {size}")
+        self._write(self._header(name, raw, stat.S_IFREG | mode, size))
+        self._entries += 1
+        if size:
+            self._file_name, self._remaining, self._file_size = name, size, size
+
+    def data(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self._file_name is None or len(chunk) > self._remaining:
+            where = self._file_name or "no open file"
+            raise CpioError(f"{where}: more data than the size in its header")
+        self._remaining -= len(chunk)
+        if self._remaining:
+            self._write(chunk)
+            return
+        self._file_name = None
+        # Data starts 4-aligned, so padding its length pads the offset.
+        self._write(chunk + _pad4(self._file_size))
+
+    def file(self, name: str, mode: int, content: bytes) -> None:
+        self.regular(name, mode, len(content))
+        self.data(content)
+
+    def symlink(self, name: str, target: bytes) -> None:
+        raw = self._begin(name)
+        if not target:
+            raise CpioError(f"{name}: symlink with an empty target")
+        self._write(self._header(name, raw, stat.S_IFLNK | 0o777, len(target)) + target + _pad4(len(target)))
+        self._entries += 1
+
+    def device(self, name: str, mode: int, kind: str, major: int, minor: int) -> None:
+        raw = self._begin(name)
+        _check_permissions(name, mode)
+        type_bits = {"char": stat.S_IFCHR, "block": stat.S_IFBLK}.get(kind)
+        if type_bits is None:
+            raise CpioError(f"{name}: device kind {kind!r} is not 'char' or 'block'")
+        for label, number in (("major", major), ("minor", minor)):
+            if not 0 <= number <= _MAX_FIELD:
+                raise CpioError(f"{name}: device {label} {number} does not fit the 32-bit cpio field")
+        self._write(self._header(name, raw, type_bits | mode, 0, rdev=(major, minor)))
+        self._entries += 1
+
+    def trailer(self) -> None:
+        self._check_ready(TRAILER_NAME)
+        self._write(self._header(TRAILER_NAME, TRAILER_NAME.encode(), 0, 0, ino=0, mtime=0))
+        self._closed = True
+
+
+@dataclass(frozen=True, slots=True)
+class CpioEntry:
+    name: str
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    mtime: int
+    ino: int
+    size: int
+    rdevmajor: int
+    rdevminor: int
+    data: bytes  # file contents or symlink target (b'' for directories and devices)
+    offset: int  # offset of the header within the stream
+
+
+class _Reader:
+    """Reads exactly what is asked, tracking the offset; short reads are truncation."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        try:
+            self.start = stream.tell()
+        except (OSError, AttributeError):
+            self.start = 0  # a pipe: offsets are relative to where reading began
+        self.position = 0  # relative to the archive start
+
+    def read(self, count: int, what: str) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self._stream.read(count - len(data))
+            if not chunk:
+                raise CpioError(
+                    f"offset {self.start + self.position + len(data)}: archive truncated in {what} "
+                    f"({len(data)} of {count} bytes)"
+                )
+            data += chunk
+        self.position += count
+        return data
+
+    def padding(self, what: str) -> None:
+        offset = self.start + self.position
+        if self.read(-self.position % 4, what).strip(b"\0"):
+            raise CpioError(f"offset {offset}: non-NUL bytes in the padding after {what}")
+
+
+def _parse_header(header: bytes, offset: int) -> dict[str, int]:
+    magic = header[:6]
+    if magic != MAGIC:
+        if magic == CRC_MAGIC:
+            raise CpioError(f"offset {offset}: cpio 'crc' format (070702); only newc (070701) is read")
+        raise CpioError(f"offset {offset}: bad cpio magic {magic!r}, expected {MAGIC!r}")
+    fields: dict[str, int] = {}
+    for index, field_name in enumerate(_FIELD_NAMES):
+        raw = header[6 + 8 * index : 14 + 8 * index]
+        if not _HEX_FIELD.fullmatch(raw):
+            raise CpioError(f"offset {offset}: field {field_name} is not 8 hex digits: {raw!r}")
+        fields[field_name] = int(raw, 16)
+    if fields["check"] != 0:
+        raise CpioError(f"offset {offset}: check field is {fields['check']:#x}, newc requires 0")
+    if fields["namesize"] < 2:
+        raise CpioError(f"offset {offset}: namesize {fields['namesize']} leaves no name")
+    return fields
+
+
+def read_archive(stream: BinaryIO) -> Iterator[CpioEntry]:
+    """The entries of one newc archive, up to its TRAILER!!! (not yielded).
+
+    Leaves the stream right after the trailer's padding, where a following archive may begin.
+    """
+    reader = _Reader(stream)
+    while True:
+        offset = reader.start + reader.position
+        fields = _parse_header(reader.read(HEADER_SIZE, "a header"), offset)
+        raw_name = reader.read(fields["namesize"], "a name")
+        if raw_name[-1:] != b"\0" or b"\0" in raw_name[:-1]:
+            raise CpioError(f"offset {offset}: name {raw_name!r} is not NUL-terminated at namesize")
+        name = os.fsdecode(raw_name[:-1])
+        reader.padding(f"name {name!r}")
+        if name == TRAILER_NAME:
+            if fields["filesize"]:
+                raise CpioError(f"offset {offset}: {TRAILER_NAME} with filesize {fields['filesize']}")
+            return
+        data = reader.read(fields["filesize"], f"data of {name!r}")
+        reader.padding(f"data of {name!r}")
+        yield CpioEntry(
+            name=name,
+            mode=fields["mode"],
+            uid=fields["uid"],
+            gid=fields["gid"],
+            nlink=fields["nlink"],
+            mtime=fields["mtime"],
+            ino=fields["ino"],
+            size=fields["filesize"],
+            rdevmajor=fields["rdevmajor"],
+            rdevminor=fields["rdevminor"],
+            data=data,
+            offset=offset,
+        )

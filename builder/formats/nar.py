@@ -1,0 +1,278 @@
+"""NAR (Nix ARchive): walk a file tree in NAR order and serialise it, streaming.
+
+The encoder is driven by the node stream alone so that one walk of a store path can feed both the
+NAR hasher and the cpio writer (the initrd packer verifies narHash while it packs).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import stat
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+NAR_MAGIC = b"nix-archive-1"
+
+
+class NarError(ValueError):
+    """A tree that cannot be serialised as a NAR, or an encoder fed an impossible node stream."""
+
+
+class NodeKind(enum.Enum):
+    DIRECTORY = "directory"
+    REGULAR = "regular"
+    SYMLINK = "symlink"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    path: Path  # absolute path on disk
+    relpath: str  # '' for the root, else 'a/b/c' relative to the root (fsdecoded, surrogateescape)
+    kind: NodeKind
+    executable: bool  # regular files: the owner x bit, the one bit Nix looks at
+    size: int  # regular files: byte length, else 0
+    target: bytes  # symlinks: the raw link target, else b''
+
+    @property
+    def depth(self) -> int:
+        return self.relpath.count("/") + 1 if self.relpath else 0
+
+    @property
+    def name(self) -> bytes:
+        """The entry name in its parent directory as raw bytes (b'' for the root)."""
+        return os.fsencode(self.relpath.rpartition("/")[2])
+
+
+def _node(path: Path, relpath: str) -> Node:
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        return Node(path, relpath, NodeKind.DIRECTORY, False, 0, b"")
+    if stat.S_ISREG(st.st_mode):
+        return Node(path, relpath, NodeKind.REGULAR, bool(st.st_mode & stat.S_IXUSR), st.st_size, b"")
+    if stat.S_ISLNK(st.st_mode):
+        return Node(path, relpath, NodeKind.SYMLINK, False, 0, os.readlink(os.fsencode(path)))
+    raise NarError(f"{path}: not a directory, regular file or symlink (mode {st.st_mode:o})")
+
+
+def _sorted_names(directory: Path) -> list[bytes]:
+    # NAR orders entries by their name bytes, so 'a' (and everything under it) precedes 'a.b'.
+    return sorted(os.listdir(os.fsencode(directory)))
+
+
+def walk(root: Path) -> Iterator[Node]:
+    """The root, then every node below it, pre-order depth-first in NAR order; never follows symlinks."""
+    root = Path(os.path.abspath(root))
+    top = _node(root, "")
+    yield top
+    if top.kind is not NodeKind.DIRECTORY:
+        return
+    # An explicit stack instead of recursion: store trees can be deeper than Python's recursion limit.
+    pending: list[tuple[Node, Iterator[bytes]]] = [(top, iter(_sorted_names(root)))]
+    while pending:
+        parent, names = pending[-1]
+        name = next(names, None)
+        if name is None:
+            pending.pop()
+            continue
+        decoded = os.fsdecode(name)
+        child = _node(parent.path / decoded, f"{parent.relpath}/{decoded}" if parent.relpath else decoded)
+        yield child
+        if child.kind is NodeKind.DIRECTORY:
+            pending.append((child, iter(_sorted_names(child.path))))
+
+
+def nar_string(data: bytes) -> bytes:
+    """A NAR string: u64 little-endian length, the bytes, NUL padding to a multiple of 8."""
+    return struct.pack("<Q", len(data)) + data + _padding(len(data))
+
+
+def _padding(length: int) -> bytes:
+    return b"\0" * (-length % 8)
+
+
+_OPEN = nar_string(b"(")
+_CLOSE = nar_string(b")")
+_TYPE = nar_string(b"type")
+_ENTRY_OPEN = nar_string(b"entry") + _OPEN + nar_string(b"name")
+_NODE = nar_string(b"node")
+_REGULAR = _OPEN + _TYPE + nar_string(b"regular")
+_EXECUTABLE = nar_string(b"executable") + nar_string(b"")
+_CONTENTS = nar_string(b"contents")
+_SYMLINK = _OPEN + _TYPE + nar_string(b"symlink") + nar_string(b"target")
+_DIRECTORY = _OPEN + _TYPE + nar_string(b"directory")
+
+
+@dataclass(slots=True)
+class _OpenDirectory:
+    relpath: str
+    depth: int
+    last_name: bytes | None = None
+
+
+class NarEncoder:
+    """Serialises a node stream from walk() (plus each regular file's contents via data()) as a NAR."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._started = False
+        self._finished = False
+        self._root_done = False  # a non-directory root admits no further nodes
+        self._directories: list[_OpenDirectory] = []
+        self._file: Node | None = None
+        self._remaining = 0
+
+    def node(self, node: Node) -> None:
+        if self._finished:
+            raise NarError(f"{node.path}: node after finish()")
+        if self._file is not None:
+            raise NarError(f"{node.path}: node begun while {self._file.path} lacks {self._remaining} bytes")
+        out = bytearray()
+        if not self._started:
+            if node.relpath:
+                raise NarError(f"{node.path}: first node must be the root (relpath ''), got {node.relpath!r}")
+            self._started = True
+            out += nar_string(NAR_MAGIC)
+        else:
+            out += self._enter_parent_of(node)
+            out += _ENTRY_OPEN + nar_string(node.name) + _NODE
+        if node.kind is NodeKind.DIRECTORY:
+            out += _DIRECTORY
+            self._directories.append(_OpenDirectory(node.relpath, node.depth))
+        elif node.kind is NodeKind.SYMLINK:
+            out += _SYMLINK + nar_string(node.target) + self._close_leaf(node)
+        else:
+            out += _REGULAR + (_EXECUTABLE if node.executable else b"") + _CONTENTS
+            out += struct.pack("<Q", node.size)
+            if node.size:
+                self._file, self._remaining = node, node.size
+            else:
+                out += self._close_leaf(node)
+        self._write(bytes(out))
+
+    def _enter_parent_of(self, node: Node) -> bytes:
+        """Close the directories the stream has left, then check the node belongs in the one on top."""
+        if self._root_done or not self._directories:
+            raise NarError(f"{node.path}: node after the root was complete")
+        closing = bytearray()
+        while self._directories and self._directories[-1].depth >= node.depth:
+            closing += self._close_directory()
+        parent = self._directories[-1] if self._directories else None
+        expected_parent = node.relpath.rpartition("/")[0]
+        if parent is None or parent.relpath != expected_parent:
+            raise NarError(f"{node.path}: {node.relpath!r} does not follow its parent directory")
+        name = node.name
+        if parent.last_name is not None and name <= parent.last_name:
+            raise NarError(f"{node.path}: entry {node.relpath!r} out of NAR (byte) order or repeated")
+        parent.last_name = name
+        return bytes(closing)
+
+    def _close_directory(self) -> bytes:
+        directory = self._directories.pop()
+        if directory.depth == 0:
+            self._root_done = True
+            return _CLOSE
+        return _CLOSE + _CLOSE  # the directory node, then its 'entry (' wrapper
+
+    def _close_leaf(self, node: Node) -> bytes:
+        if node.depth == 0:
+            self._root_done = True
+            return _CLOSE
+        return _CLOSE + _CLOSE
+
+    def data(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        node = self._file
+        if node is None or len(chunk) > self._remaining:
+            where = node.path if node is not None else "no open file"
+            raise NarError(f"{where}: more contents than the file's size")
+        self._remaining -= len(chunk)
+        if self._remaining:
+            self._write(chunk)
+            return
+        self._file = None
+        # Padding and the closing parens go out with the last chunk: one write instead of two.
+        self._write(chunk + _padding(node.size) + self._close_leaf(node))
+
+    def finish(self) -> None:
+        if self._file is not None:
+            raise NarError(f"{self._file.path}: {self._remaining} bytes of contents missing at finish()")
+        if not self._started:
+            raise NarError("finish() before any node: a NAR needs a root")
+        if self._finished:
+            return
+        out = bytearray()
+        while self._directories:
+            out += self._close_directory()
+        self._finished = True
+        if out:
+            self._write(bytes(out))
+
+
+class NarHasher:
+    """A NarEncoder feeding sha256 and a byte count: the narHash and narSize of the node stream."""
+
+    def __init__(self) -> None:
+        self._sha256 = hashlib.sha256()
+        self._size = 0
+        self._encoder = NarEncoder(self._update)
+
+    def _update(self, data: bytes) -> None:
+        self._sha256.update(data)
+        self._size += len(data)
+
+    def node(self, node: Node) -> None:
+        self._encoder.node(node)
+
+    def data(self, chunk: bytes) -> None:
+        self._encoder.data(chunk)
+
+    def finish(self) -> tuple[bytes, int]:
+        self._encoder.finish()
+        return self._sha256.digest(), self._size
+
+
+def read_contents(node: Node, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """A regular file's contents in chunks, exactly node.size bytes, or NarError if it changed size."""
+    remaining = node.size
+    with open(node.path, "rb") as file:
+        while remaining:
+            chunk = file.read(min(chunk_size, remaining))
+            if not chunk:
+                raise NarError(f"{node.path}: shrank while read ({remaining} of {node.size} bytes missing)")
+            remaining -= len(chunk)
+            yield chunk
+        if file.read(1):
+            raise NarError(f"{node.path}: grew while being read (walked size {node.size})")
+
+
+def dump(root: Path, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The whole NAR of root, as `nix-store --dump` writes it, in pieces."""
+    pieces: list[bytes] = []
+    encoder = NarEncoder(pieces.append)
+    for node in walk(root):
+        encoder.node(node)
+        if node.kind is NodeKind.REGULAR:
+            for chunk in read_contents(node, chunk_size):
+                encoder.data(chunk)
+                yield from pieces
+                pieces.clear()
+        yield from pieces
+        pieces.clear()
+    encoder.finish()
+    yield from pieces
+
+
+def hash_path(root: Path) -> tuple[bytes, int]:
+    """(sha256 digest, narSize) of root, as `nix hash path` computes the former."""
+    hasher = NarHasher()
+    for node in walk(root):
+        hasher.node(node)
+        if node.kind is NodeKind.REGULAR:
+            for chunk in read_contents(node):
+                hasher.data(chunk)
+    return hasher.finish()
