@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
-from builder.formats.compress import CompressionError, decompress_member, detect
+from builder.formats.compress import CompressionError, MemberReader, detect
 from builder.formats.cpio import CpioError, read_archive
 from builder.writers.manifest import SUMS_NAME, file_digest
 
@@ -22,34 +22,48 @@ class ExpectedInitrd:
     plain_sha256: str
 
 
+class _HashingReader:
+    """Hashes and counts the plain stream as the cpio reader consumes it."""
+
+    def __init__(self, source: BinaryIO | MemberReader) -> None:
+        self._source = source
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
 def check_initrd(path: Path, expected: ExpectedInitrd) -> None:
-    data = path.read_bytes()
-    if expected.compression == "none":
-        plain, consumed = data, len(data)
-    else:
-        found = detect(data[:8])
-        if found != expected.compression:
-            raise NetbuildError(
-                f"self-check: {path.name} starts like {found or 'nothing known'}, not {expected.compression}"
-            )
+    """Stream the initrd back through a fresh decompressor and cpio parser, in bounded memory."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0)
         try:
-            plain, consumed = decompress_member(found, data)
-        except CompressionError as e:
+            if expected.compression == "none":
+                source: BinaryIO | MemberReader = f
+            else:
+                found = detect(head)
+                if found != expected.compression:
+                    raise NetbuildError(
+                        f"self-check: {path.name} starts like {found or 'nothing known'}, not {expected.compression}"
+                    )
+                source = MemberReader(found, f)
+            plain = _HashingReader(source)
+            count = sum(1 for _ in read_archive(plain))  # type: ignore[arg-type]
+            if plain.read(1):
+                raise NetbuildError(f"self-check: {path.name}: data after the archive's trailer")
+            if isinstance(source, MemberReader) and (source.trailing or f.read(1)):
+                raise NetbuildError(f"self-check: {path.name}: unexpected bytes after the compressed member")
+        except (CompressionError, CpioError) as e:
             raise NetbuildError(f"self-check: {path.name}: {e}") from None
-    if consumed != len(data):
-        extra = len(data) - consumed
-        raise NetbuildError(f"self-check: {path.name}: {extra} unexpected bytes after the compressed member")
-    if len(plain) != expected.plain_size or hashlib.sha256(plain).hexdigest() != expected.plain_sha256:
-        raise NetbuildError(f"self-check: {path.name}: the archive read back differs from the one written")
-    stream = io.BytesIO(plain)
-    try:
-        count = sum(1 for _ in read_archive(stream))
-    except CpioError as e:
-        raise NetbuildError(f"self-check: {path.name}: {e}") from None
     if count != expected.entries:
         raise NetbuildError(f"self-check: {path.name}: {count} entries read back, {expected.entries} written")
-    if stream.read():
-        raise NetbuildError(f"self-check: {path.name}: data after the archive's trailer")
+    if plain.size != expected.plain_size or plain.sha256.hexdigest() != expected.plain_sha256:
+        raise NetbuildError(f"self-check: {path.name}: the archive read back differs from the one written")
 
 
 def check_kernel(path: Path) -> None:

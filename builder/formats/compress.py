@@ -6,11 +6,12 @@ decompresses an initrd member by member and rejects anything else inside one.
 
 from __future__ import annotations
 
+import io
 import lzma
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -151,50 +152,80 @@ def detect(head: bytes) -> str | None:
     return None
 
 
-def _zstd_member(data: bytes) -> tuple[bytes, int]:
-    # The default decompressor caps the window at 128 MiB, the kernel's own limit.
-    decoder = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        plain = decoder.decompress(data)
-    except zstandard.ZstdError as error:
-        raise CompressionError(f"zstd: {error}") from None
-    if not decoder.eof:
-        raise CompressionError("zstd: truncated frame")
-    return plain, len(data) - len(decoder.unused_data)
+class _Decoder(Protocol):
+    """What zstandard's, zlib's and lzma's incremental decompressors have in common."""
+
+    eof: bool
+    unused_data: bytes
+
+    def decompress(self, data: bytes) -> bytes: ...
 
 
-def _gzip_member(data: bytes) -> tuple[bytes, int]:
-    decoder = zlib.decompressobj(wbits=31)
-    try:
-        plain = decoder.decompress(data)
-    except zlib.error as error:
-        raise CompressionError(f"gzip: {error}") from None
-    if not decoder.eof:
-        raise CompressionError("gzip: truncated member")
-    return plain, len(data) - len(decoder.unused_data)
+def _decoder(name: str) -> _Decoder:
+    if name == "zstd":
+        # The default decompressor caps the window at 128 MiB, the kernel's own limit.
+        return zstandard.ZstdDecompressor().decompressobj()  # type: ignore[return-value]
+    if name == "gzip":
+        return zlib.decompressobj(wbits=31)
+    if name == "xz":
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    raise CompressionError(f"{name}: decompression not supported (only {', '.join(_DECODABLE)})")
 
 
-def _xz_member(data: bytes) -> tuple[bytes, int]:
-    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    try:
-        plain = decoder.decompress(data)
-    except lzma.LZMAError as error:
-        raise CompressionError(f"xz: {error}") from None
-    if not decoder.eof:
-        raise CompressionError("xz: truncated stream")
-    return plain, len(data) - len(decoder.unused_data)
+_DECODABLE = ("zstd", "gzip", "xz")
+_DECODE_ERRORS = (zstandard.ZstdError, zlib.error, lzma.LZMAError)
+_TRUNCATED = {"zstd": "truncated frame", "gzip": "truncated member", "xz": "truncated stream"}
 
 
-_MEMBER_DECODERS: dict[str, Callable[[bytes], tuple[bytes, int]]] = {
-    "zstd": _zstd_member,
-    "gzip": _gzip_member,
-    "xz": _xz_member,
-}
+class MemberReader:
+    """Streams the plain bytes of ONE compressed member read from a binary file, in bounded memory.
+
+    Input is fed in small pieces so that memory stays flat whatever the archive's size; once the
+    member ends, `consumed` is the number of compressed bytes it occupied and `trailing` holds
+    what was read past it (the start of the next member, padding or junk).
+    """
+
+    INPUT_CHUNK = 1 << 16
+
+    def __init__(self, name: str, source: BinaryIO) -> None:
+        self.name = name
+        self._source = source
+        self._decoder = _decoder(name)
+        self._pending = bytearray()
+        self._fed = 0
+        self.consumed = 0
+        self.trailing = b""
+        self.done = False
+
+    def _fill(self) -> None:
+        while not self._pending and not self.done:
+            data = self._source.read(self.INPUT_CHUNK)
+            if not data:
+                raise CompressionError(f"{self.name}: {_TRUNCATED[self.name]}")
+            self._fed += len(data)
+            try:
+                self._pending += self._decoder.decompress(data)
+            except _DECODE_ERRORS as error:
+                raise CompressionError(f"{self.name}: {error}") from None
+            if self._decoder.eof:
+                self.done = True
+                self.trailing = bytes(self._decoder.unused_data)
+                self.consumed = self._fed - len(self.trailing)
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            chunks = []
+            while chunk := self.read(1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        self._fill()
+        out = bytes(self._pending[:size])
+        del self._pending[:size]
+        return out
 
 
 def decompress_member(name: str, data: bytes) -> tuple[bytes, int]:
     """Decompress the one member at the start of data: (plain bytes, compressed bytes consumed)."""
-    decoder = _MEMBER_DECODERS.get(name)
-    if decoder is None:
-        raise CompressionError(f"{name}: decompression not supported (only {', '.join(_MEMBER_DECODERS)})")
-    return decoder(data)
+    reader = MemberReader(name, io.BytesIO(data))
+    plain = reader.read()
+    return plain, reader.consumed

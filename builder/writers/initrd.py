@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, open_compressor
 from builder.formats.cpio import CpioError, CpioWriter
-from builder.formats.nar import NarError, NarHasher, NodeKind, walk
+from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
 from builder.formats.nixhash import format_nix32
 from builder.writers.registration import registration
 
@@ -94,7 +93,10 @@ def pack_store_path(cpio: CpioWriter, sp: StorePath, store: StoreFS, read_bytes:
                 cpio.symlink(name, node.target)
             else:
                 cpio.regular(name, EXEC_MODE if node.executable else FILE_MODE, node.size)
-                _copy_file(node.path, node.size, sp.path, cpio, hasher, read_bytes)
+                for chunk in read_contents(node, CHUNK):
+                    cpio.data(chunk)
+                    hasher.data(chunk)
+                    read_bytes(len(chunk))
         digest, size = hasher.finish()
     except (NarError, CpioError) as e:
         raise NetbuildError(f"{sp.path}: {e}") from None
@@ -110,23 +112,6 @@ def pack_store_path(cpio: CpioWriter, sp: StorePath, store: StoreFS, read_bytes:
             f"{sp.path}: NAR size mismatch: the closure says {sp.nar_size}, the files on disk give {size}"
         )
     return VerifiedPath(sp.path, digest, size, sp.references)
-
-
-def _copy_file(
-    path: Path, size: int, owner: str, cpio: CpioWriter, hasher: NarHasher, read_bytes: Callable[[int], None]
-) -> None:
-    with open(path, "rb") as f:
-        remaining = size
-        while remaining:
-            chunk = f.read(min(CHUNK, remaining))
-            if not chunk:
-                raise NetbuildError(f"{owner}: {path} shrank while being read")
-            cpio.data(chunk)
-            hasher.data(chunk)
-            read_bytes(len(chunk))
-            remaining -= len(chunk)
-        if f.read(1):
-            raise NetbuildError(f"{owner}: {path} grew while being read")
 
 
 def write_initrd(

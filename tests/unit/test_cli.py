@@ -1,0 +1,42 @@
+"""The command line teaches: --help, the default command, `recipes`, and one-line usage errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def netbuild(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_help_shows_the_main_job_and_the_subcommands() -> None:
+    proc = netbuild("--help")
+    assert proc.returncode == 0
+    assert "netbuild CLOSURE.json -o OUT/" in proc.stdout
+    assert "build" in proc.stdout and "recipes" in proc.stdout
+
+
+def test_build_help_lists_every_option() -> None:
+    proc = netbuild("build", "--help")
+    for option in ("--recipe", "--toplevel", "--kernel", "--init", "--append", "--compress", "--store-root",
+                   "--base-url", "--jobs", "--out"):
+        assert option in proc.stdout, option
+
+
+def test_recipes_lists_and_prints_the_builtin_recipe() -> None:
+    listing = netbuild("recipes")
+    assert listing.returncode == 0 and "netboot (default)" in listing.stdout
+    shown = netbuild("recipes", "netboot")
+    assert shown.returncode == 0 and 'layout = "initramfs"' in shown.stdout
+
+
+def test_usage_errors_are_one_line() -> None:
+    proc = netbuild("closure.json", "--jobs", "0")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_version() -> None:
+    proc = netbuild("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("netbuild, version ")

@@ -1,0 +1,93 @@
+"""The initrd writer and its self-check on a small store made in a temporary directory."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from builder.checks.selfcheck import ExpectedInitrd, check_initrd
+from builder.closure import Closure, StoreFS, StorePath
+from builder.errors import NetbuildError
+from builder.formats.compress import parse_compression
+from builder.formats.cpio import read_archive
+from builder.formats.nar import hash_path
+from builder.writers.initrd import write_initrd
+
+A = "/nix/store/" + "a" * 32 + "-app"
+B = "/nix/store/" + "b" * 32 + "-lib"
+
+
+def make_store(root: Path) -> None:
+    app = root / A.lstrip("/")
+    (app / "bin").mkdir(parents=True)
+    (app / "bin" / "run").write_text(f"#!{B}/sh\n")
+    (app / "bin" / "run").chmod(0o755)
+    (app / "lib").symlink_to(f"{B}")
+    lib = root / B.lstrip("/")
+    lib.mkdir(parents=True)
+    (lib / "data").write_bytes(bytes(range(256)) * 100)
+    (lib / "data").chmod(0o600)  # not a store mode: the archive must still say 0444
+
+
+def closure_for(root: Path, *, with_hashes: bool) -> Closure:
+    def sp(path: str, refs: tuple[str, ...]) -> StorePath:
+        digest, size = hash_path(root / path.lstrip("/"))
+        return StorePath(path, digest if with_hashes else None, size if with_hashes else None, refs)
+
+    return Closure([sp(A, (B,)), sp(B, ())], source="test")
+
+
+def build(root: Path, closure: Closure, compress: str = "zstd") -> tuple[bytes, object]:
+    buffer = io.BytesIO()
+    result = write_initrd(buffer, closure=closure, store=StoreFS(root), init=f"{A}/bin/run",
+                          compression=parse_compression(compress), jobs=2)
+    return buffer.getvalue(), result
+
+
+@pytest.mark.parametrize("compress", ["zstd", "gzip", "xz", "none"])
+def test_written_archive_checks_and_carries_the_store(tmp_path: Path, compress: str) -> None:
+    make_store(tmp_path)
+    data, result = build(tmp_path, closure_for(tmp_path, with_hashes=True), compress)
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(data)
+    check_initrd(initrd, ExpectedInitrd(compress, result.entries, result.plain_size, result.plain_sha256))
+    if compress == "zstd":
+        from builder.formats.compress import decompress_member
+
+        plain, _ = decompress_member("zstd", data)
+        entries = {e.name: e for e in read_archive(io.BytesIO(plain))}
+        assert entries[f"{B[1:]}/data"].mode & 0o7777 == 0o444
+        assert entries[f"{A[1:]}/bin/run"].mode & 0o7777 == 0o555
+        assert entries[f"{A[1:]}/lib"].data == B.encode()
+        assert entries["init"].data == f"{A}/bin/run".encode()
+        assert list(entries)[-1] == "nix/store/nix-path-registration"
+        assert entries["nix/store/nix-path-registration"].data == result.registration
+
+
+def test_missing_hashes_are_computed(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    _, with_hashes = build(tmp_path, closure_for(tmp_path, with_hashes=True))
+    _, computed = build(tmp_path, closure_for(tmp_path, with_hashes=False))
+    assert computed.verified == with_hashes.verified
+
+
+def test_a_modified_store_path_is_refused(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    closure = closure_for(tmp_path, with_hashes=True)
+    (tmp_path / B.lstrip("/") / "data").write_bytes(b"tampered")
+    with pytest.raises(NetbuildError, match=f"{B}: NAR hash mismatch"):
+        build(tmp_path, closure)
+
+
+@pytest.mark.parametrize("compress", ["zstd", "none"])
+def test_self_check_catches_a_damaged_initrd(tmp_path: Path, compress: str) -> None:
+    make_store(tmp_path)
+    data, result = build(tmp_path, closure_for(tmp_path, with_hashes=True), compress)
+    expected = ExpectedInitrd(compress, result.entries, result.plain_size, result.plain_sha256)
+    for damage in (data[:-7], data + b"junk", data[:300] + bytes([data[300] ^ 1]) + data[301:]):
+        initrd = tmp_path / "initrd"
+        initrd.write_bytes(damage)
+        with pytest.raises(NetbuildError, match="self-check: initrd"):
+            check_initrd(initrd, expected)
