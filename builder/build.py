@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,10 +96,9 @@ def _write_all(
     artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", "initrd", *files]}
     manifest_bytes = manifest.manifest(
         version=netbuild_version(),
-        settings=_settings(plan),
+        sections=_sections(plan, initrd, kernel_sha256=artifacts["bzImage"][1]),
         closure=initrd.verified,
         artifacts=artifacts,
-        extra={"initrd": {"entries": initrd.entries, "uncompressedSize": initrd.plain_size}},
     )
     (staging / manifest.MANIFEST_NAME).write_bytes(manifest_bytes)
     artifacts[manifest.MANIFEST_NAME] = manifest.file_digest(staging / manifest.MANIFEST_NAME)
@@ -109,17 +109,30 @@ def _write_all(
     return initrd, artifacts
 
 
-def _settings(plan: BootPlan) -> dict[str, object]:
+def _sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dict[str, object]:
+    """What was built from what. Nothing machine-specific: no file names, directories or times."""
+    kernel = plan.kernel
     return {
-        "recipe": plan.recipe.settings(),
-        "toplevel": plan.toplevel,
-        "kernel": {
-            "origin": plan.kernel.origin,
-            "version": plan.kernel.header.version,
-            "protocol": "{}.{:02d}".format(*plan.kernel.header.protocol),
+        "inputs": {
+            "toplevel": plan.toplevel,
+            "kernel": {
+                "origin": kernel.origin,
+                "version": kernel.header.version,
+                "bootProtocol": "{}.{:02d}".format(*kernel.header.protocol),
+                "sha256": kernel_sha256,
+            },
+            "init": plan.init,
+            "closureRegistrationSha256": hashlib.sha256(initrd.registration).hexdigest(),
         },
-        "init": plan.init,
-        "cmdline": plan.cmdline,
-        "compress": str(plan.compression),
-        "baseUrl": plan.base_url,
+        "recipe": plan.recipe.settings(),
+        "settings": {
+            "compress": str(plan.compression),
+            "cmdline": plan.cmdline,
+            "baseUrl": plan.base_url,
+        },
+        "initrd": {
+            "layout": plan.recipe.layout,
+            "members": [{"compression": str(plan.compression), "entries": initrd.entries,
+                         "uncompressedSize": initrd.plain_size}],
+        },
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def build_command(
     total = sum(sp.nar_size or 0 for sp in closure_obj) or None
     progress = ProgressLine(len(closure_obj), total)
     progress.enabled = progress.enabled and not quiet
-    log = (lambda _msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    # Stage messages are for a person watching: on a pipe or in CI stderr carries only errors.
+    chatty = not quiet and sys.stderr.isatty()
+    log = (lambda msg: click.echo(msg, err=True)) if chatty else (lambda _msg: None)
     try:
         result = build(closure_obj, recipe_obj, options, out, progress=progress, log=log)
     finally:
@@ -168,7 +171,18 @@ def recipes_command(name: str | None) -> None:
                    f"init={r.init_parameter}=…")
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwinds like an error so that the staging directory is removed."""
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise _Interrupted
+
+
 def main(argv: list[str] | None = None) -> None:
+    # Our own exception rather than KeyboardInterrupt, which click answers with a stray newline.
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         cli.main(args=argv, prog_name="netbuild", standalone_mode=False)
     except NetbuildError as e:
@@ -178,10 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
         click.echo(f"error: {e.format_message()}{hint}", err=True)
         sys.exit(2)
-    except click.Abort:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except (click.Abort, _Interrupted, KeyboardInterrupt):
         click.echo("error: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:

@@ -32,27 +32,23 @@ def file_digest(path: Path) -> tuple[int, str]:
 def manifest(
     *,
     version: str,
-    settings: Mapping[str, Any],
+    sections: Mapping[str, Any],
     closure: list[VerifiedPath],
     artifacts: Mapping[str, tuple[int, str]],
-    extra: Mapping[str, Any] | None = None,
 ) -> bytes:
-    doc: dict[str, Any] = {
-        "netbuild": {"version": version, "manifest": FORMAT_VERSION},
-        "settings": dict(settings),
-        "artifacts": {name: {"size": size, "sha256": digest} for name, (size, digest) in sorted(artifacts.items())},
-        "closure": {
-            "paths": len(closure),
-            "narSize": sum(p.nar_size for p in closure),
-            "storePaths": [
-                {"path": p.path, "narHash": p.nar_hash_nix32, "narSize": p.nar_size, "references": list(p.references)}
-                for p in sorted(closure, key=lambda p: p.path)
-            ],
-        },
+    """`sections` (inputs, recipe, settings, …) go between the header and the artifacts, in order."""
+    doc: dict[str, Any] = {"netbuild": {"version": version, "manifest": FORMAT_VERSION}}
+    doc.update(sections)
+    doc["artifacts"] = {name: {"size": size, "sha256": digest} for name, (size, digest) in sorted(artifacts.items())}
+    doc["closure"] = {
+        "paths": len(closure),
+        "narSize": sum(p.nar_size for p in closure),
+        "storePaths": [
+            {"path": p.path, "narHash": p.nar_hash_nix32, "narSize": p.nar_size, "references": list(p.references)}
+            for p in sorted(closure, key=lambda p: p.path)
+        ],
     }
-    if extra:
-        doc.update(extra)
-    return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def sha256sums(artifacts: Mapping[str, tuple[int, str]]) -> bytes:

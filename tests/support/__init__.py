@@ -1,0 +1,2 @@
+"""Helpers for netbuild's integration tests: real Nix (nixstore), the store digest (digest) and
+booting a kernel in QEMU (qemu)."""
