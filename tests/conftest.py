@@ -4,7 +4,6 @@ netbuild CLI, and one OUT directory built from that closure."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from support.nixstore import (
     path_info,
     to_object_form,
 )
-from support.qemu import kernel_release
+from support.qemu import find_kernel, kernel_release
 
 NETBUILD_TIMEOUT_S = 600
 
@@ -46,16 +45,10 @@ RunNetbuild = Callable[..., subprocess.CompletedProcess[bytes]]
 def kernel_image() -> Path:
     """The kernel to boot and to put in the closure: $NETBUILD_TEST_KERNEL or the newest
     /boot/vmlinuz-*. Missing is a failure, not a skip: these tests are the point of the suite."""
-    override = os.environ.get("NETBUILD_TEST_KERNEL")
-    if override:
-        kernel = Path(override)
-        if not kernel.is_file():
-            pytest.fail(f"NETBUILD_TEST_KERNEL={override} is not a file")
-        return kernel
-    candidates = [p for p in Path("/boot").glob("vmlinuz-*") if p.is_file()]
-    if not candidates:
-        pytest.fail("no kernel in /boot/vmlinuz-*: run `make install` (or set NETBUILD_TEST_KERNEL)")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    try:
+        return find_kernel()
+    except FileNotFoundError as e:
+        pytest.fail(str(e))
 
 
 def _write_json(path: Path, data: object) -> Path:

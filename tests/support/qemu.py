@@ -117,3 +117,16 @@ def kernel_release(bzimage: Path) -> str:
     start = offset + 0x200
     version = header[start : header.index(b"\0", start)].decode()
     return version.split()[0]
+
+
+def find_kernel() -> Path:
+    """The kernel the tests and the demo boot: $NETBUILD_TEST_KERNEL, else the newest /boot/vmlinuz-*."""
+    override = os.environ.get("NETBUILD_TEST_KERNEL")
+    if override:
+        if not Path(override).is_file():
+            raise FileNotFoundError(f"NETBUILD_TEST_KERNEL={override} is not a file")
+        return Path(override)
+    candidates = [p for p in Path("/boot").glob("vmlinuz-*") if p.is_file()]
+    if not candidates:
+        raise FileNotFoundError("no kernel in /boot/vmlinuz-*: run `make install` (or set NETBUILD_TEST_KERNEL)")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
