@@ -91,3 +91,14 @@ def test_self_check_catches_a_damaged_initrd(tmp_path: Path, compress: str) -> N
         initrd.write_bytes(damage)
         with pytest.raises(NetbuildError, match="self-check: initrd"):
             check_initrd(initrd, expected)
+
+
+def test_a_file_of_4_gib_is_an_error_naming_it(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    big = tmp_path / B.lstrip("/") / "huge.img"
+    with open(big, "wb") as f:
+        f.truncate(1 << 32)  # sparse: costs no disk
+    closure = Closure([StorePath(A, None, None, (B,)), StorePath(B, None, None, ())], source="test")
+    with pytest.raises(NetbuildError) as err:
+        build(tmp_path, closure)
+    assert str(err.value).startswith(f"{B}: ") and "huge.img" in str(err.value), err.value
