@@ -15,7 +15,7 @@ from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
 from builder.plan import Options
 from builder.progress import ProgressLine, human_bytes
-from builder.recipe import DEFAULT_RECIPE, builtin_recipes, load_recipe
+from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
 
 MAIN_HELP = """Turn a Nix store-path closure into netboot artifacts.
 
@@ -160,8 +160,6 @@ def recipes_command(name: str | None) -> None:
       netbuild recipes netboot > my.toml && netbuild closure.json --recipe my.toml
     """
     if name is not None:
-        from builder.recipe import find_recipe
-
         click.echo(find_recipe(name).read_text(), nl=False)
         return
     for path in builtin_recipes():
