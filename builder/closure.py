@@ -218,7 +218,8 @@ class StoreFS:
                 raise NetbuildError(f"{sp.path}: cannot read: {e.strerror}") from None
 
     def resolve(self, path: str, *, max_links: int = 40) -> str:
-        """Follow symlinks inside the store root; returns the final store-side path (e.g. /nix/store/…/bzImage).
+        """Follow symlinks inside the store root; returns the final store-side path (e.g. /nix/store/…/bzImage),
+        or, for a link that leaves the store, the outside path it leads to.
 
         Symlinks in a store point at absolute /nix/store paths, which must be looked up under the
         store root rather than on the host, so os.path.realpath cannot be used.
@@ -246,6 +247,9 @@ class StoreFS:
                     raise NetbuildError(f"{path}: too many levels of symbolic links")
                 target = os.readlink(disk)
                 if target.startswith("/"):
+                    if not target.startswith(STORE_DIR + "/"):
+                        # It leaves the store: nothing under the root to follow; the caller decides.
+                        return os.path.normpath("/".join([target, *parts]))
                     resolved = []
                 parts = [p for p in target.split("/") if p] + parts
             else:

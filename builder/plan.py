@@ -114,12 +114,20 @@ def _owner(path: str) -> str:
 
 
 def _in_closure(closure: Closure, store: StoreFS, path: str, what: str) -> str:
-    if not path.startswith(STORE_DIR + "/"):
-        raise NetbuildError(f"{what} {path} is not inside {STORE_DIR}")
-    owner = _owner(path)
+    """Resolve a path that must live in the closure — and so must whatever its symlinks lead to."""
+    _check_in_closure(closure, path, path, what)
+    resolved = store.resolve(path)
+    _check_in_closure(closure, path, resolved, what)
+    return resolved
+
+
+def _check_in_closure(closure: Closure, path: str, candidate: str, what: str) -> None:
+    via = "" if candidate == path else f" (it leads to {candidate})"
+    if not candidate.startswith(STORE_DIR + "/"):
+        raise NetbuildError(f"{what} {path} is not inside {STORE_DIR}{via}")
+    owner = _owner(candidate)
     if owner not in closure:
-        raise NetbuildError(f"{what} {path} belongs to {owner}, which is not in the closure")
-    return store.resolve(path)
+        raise NetbuildError(f"{what} {path} belongs to {owner}, which is not in the closure{via}")
 
 
 def _find_kernel(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Kernel:
@@ -154,8 +162,9 @@ def _find_init(closure: Closure, store: StoreFS, toplevel: str | None, options: 
 def _command_line(store: StoreFS, recipe: Recipe, toplevel: str | None, init: str, append: str) -> str:
     params = [f"{recipe.init_parameter}={init}", *recipe.kernel_params]
     if toplevel is not None:
-        params_file = store.disk_path(f"{toplevel}/kernel-params")
-        if params_file.is_file():
+        params_path = f"{toplevel}/kernel-params"
+        if os.path.lexists(store.disk_path(params_path)):
+            params_file = store.disk_path(store.resolve(params_path))
             params.extend(params_file.read_text(encoding="utf-8", errors="replace").split())
     params.extend(append.split())
     return " ".join(params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,17 @@ def test_check_present_names_the_missing_path(tmp_path) -> None:  # type: ignore
     closure = Closure([StorePath(A, None, None, ())], source="x")
     with pytest.raises(NetbuildError, match=f"{A} does not exist on disk under --store-root"):
         StoreFS(tmp_path).check_present(closure)
+
+
+def test_plan_refuses_an_init_whose_link_leaves_the_closure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from builder.plan import Options, make_plan
+    from builder.recipe import load_recipe
+
+    top = tmp_path / A.lstrip("/")
+    top.mkdir(parents=True)
+    (top / "init").symlink_to("/bin/sh")  # a host program: would be missing at boot
+    kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]  # make install puts Debian's kernel there
+    closure = Closure([StorePath(A, None, None, ())], source="x")
+    with pytest.raises(NetbuildError, match=r"--init .*/init is not inside /nix/store \(it leads to /bin/sh\)"):
+        make_plan(closure, load_recipe("netboot"),
+                  Options(store_root=tmp_path, kernel=kernel, init=f"{A}/init"))
