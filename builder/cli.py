@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     # Our own exception rather than KeyboardInterrupt, which click answers with a stray newline.
     signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
+    if not (sys.argv[1:] if argv is None else argv):
+        argv = ["--help"]  # a bare `netbuild` teaches rather than complains
     try:
         cli.main(args=argv, prog_name="netbuild", standalone_mode=False)
     except NetbuildError as e:

@@ -17,6 +17,11 @@ def test_help_shows_the_main_job_and_the_subcommands() -> None:
     assert "build" in proc.stdout and "recipes" in proc.stdout
 
 
+def test_bare_netbuild_shows_the_help() -> None:
+    proc = netbuild()
+    assert proc.returncode == 0 and "netbuild CLOSURE.json -o OUT/" in proc.stdout and proc.stderr == ""
+
+
 def test_build_help_lists_every_option() -> None:
     proc = netbuild("build", "--help")
     for option in ("--recipe", "--toplevel", "--kernel", "--init", "--append", "--compress", "--store-root",
