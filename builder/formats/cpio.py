@@ -189,6 +189,9 @@ class CpioEntry:
     offset: int  # offset of the header within the stream
 
 
+_SKIP_CHUNK = 1 << 20
+
+
 class _Reader:
     """Reads exactly what is asked, tracking the offset; short reads are truncation."""
 
@@ -201,17 +204,26 @@ class _Reader:
         self.position = 0  # relative to the archive start
 
     def read(self, count: int, what: str) -> bytes:
-        data = b""
-        while len(data) < count:
-            chunk = self._stream.read(count - len(data))
+        chunks = list(self._chunks(count, what))
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def skip(self, count: int, what: str) -> None:
+        """Consume count bytes without keeping them: large files cost no memory."""
+        for _ in self._chunks(count, what):
+            pass
+
+    def _chunks(self, count: int, what: str) -> Iterator[bytes]:
+        # Pieces are collected, never concatenated one by one: that would be quadratic in the size.
+        done = 0
+        while done < count:
+            chunk = self._stream.read(min(count - done, _SKIP_CHUNK))
             if not chunk:
                 raise CpioError(
-                    f"offset {self.start + self.position + len(data)}: archive truncated in {what} "
-                    f"({len(data)} of {count} bytes)"
+                    f"offset {self.start + self.position}: archive truncated in {what} ({done} of {count} bytes)"
                 )
-            data += chunk
-        self.position += count
-        return data
+            done += len(chunk)
+            self.position += len(chunk)
+            yield chunk
 
     def padding(self, what: str) -> None:
         offset = self.start + self.position
@@ -238,10 +250,12 @@ def _parse_header(header: bytes, offset: int) -> dict[str, int]:
     return fields
 
 
-def read_archive(stream: BinaryIO) -> Iterator[CpioEntry]:
+def read_archive(stream: BinaryIO, *, file_data: bool = True) -> Iterator[CpioEntry]:
     """The entries of one newc archive, up to its TRAILER!!! (not yielded).
 
     Leaves the stream right after the trailer's padding, where a following archive may begin.
+    With file_data=False regular files' contents are read past, not kept (their `data` is b''),
+    so that checking a large archive takes constant memory; symlink targets are always kept.
     """
     reader = _Reader(stream)
     while True:
@@ -256,7 +270,11 @@ def read_archive(stream: BinaryIO) -> Iterator[CpioEntry]:
             if fields["filesize"]:
                 raise CpioError(f"offset {offset}: {TRAILER_NAME} with filesize {fields['filesize']}")
             return
-        data = reader.read(fields["filesize"], f"data of {name!r}")
+        if file_data or not stat.S_ISREG(fields["mode"]):
+            data = reader.read(fields["filesize"], f"data of {name!r}")
+        else:
+            reader.skip(fields["filesize"], f"data of {name!r}")
+            data = b""
         reader.padding(f"data of {name!r}")
         yield CpioEntry(
             name=name,

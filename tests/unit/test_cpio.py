@@ -280,3 +280,18 @@ def test_read_archive_reports_truncation_with_offset() -> None:
 def test_entry_is_a_plain_record() -> None:
     (entry,) = list(read_archive(io.BytesIO(small_archive())))[:1]
     assert entry == CpioEntry("a", stat.S_IFREG | 0o644, 0, 0, 1, 1, 1, 5, 0, 0, b"hello", 0)
+
+
+def test_read_archive_can_pass_over_file_data() -> None:
+    """The self-check reads past contents it does not need; symlink targets still come back."""
+    sink = io.BytesIO()
+    writer = CpioWriter(sink.write)
+    writer.file("big", 0o444, b"x" * 3_000_001)
+    writer.symlink("link", b"big")
+    writer.file("after", 0o444, b"tail")
+    writer.trailer()
+    sink.seek(0)
+    entries = list(read_archive(sink, file_data=False))
+    got = [(e.name, e.size, e.data) for e in entries]
+    assert got == [("big", 3_000_001, b""), ("link", 3, b"big"), ("after", 4, b"")]
+    assert sink.read() == b""
