@@ -15,8 +15,9 @@ from typing import Any
 
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, CompressionError, parse_compression
+from builder.resources import data_dir
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = data_dir("recipes")
 DEFAULT_RECIPE = "netboot"
 LAYOUTS = ("initramfs",)
 INIT_PARAMETERS = ("rdinit", "init")

@@ -7,11 +7,11 @@ Templates use @name@ placeholders (as nixpkgs' substituteAll does) because iPXE 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from builder.errors import NetbuildError
+from builder.resources import data_dir
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "ipxe"
+TEMPLATES_DIR = data_dir("ipxe")
 _PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 
