@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from builder.checks.selfcheck import ExpectedInitrd, check_initrd, check_kernel, check_sums
+from builder.checks.selfcheck import ExpectedInitrd, check_initrd, check_kernel
 from builder.closure import Closure
+from builder.errors import NetbuildError
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import Recipe
@@ -45,12 +46,16 @@ def build(
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> BuildResult:
+    check_replaceable(out)  # before planning: a wrong -o should not wait for minutes of work
     plan = make_plan(closure, recipe, options)
-    check_replaceable(out)
     staging = make_staging(out)
     try:
         result = _write_all(plan, staging, progress, log)
         publish(staging, out)
+    except OSError as e:  # reading the store is reported by the writers; this is the output side
+        discard(staging)
+        where = f" ({os.fsdecode(e.filename)})" if e.filename is not None else ""
+        raise NetbuildError(f"writing {out}{where}: {e.strerror}") from None
     except BaseException:
         discard(staging)
         raise
@@ -96,43 +101,13 @@ def _write_all(
     artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", "initrd", *files]}
     manifest_bytes = manifest.manifest(
         version=netbuild_version(),
-        sections=_sections(plan, initrd, kernel_sha256=artifacts["bzImage"][1]),
+        sections=manifest.sections(plan, initrd, kernel_sha256=artifacts["bzImage"][1]),
         closure=initrd.verified,
         artifacts=artifacts,
     )
     (staging / manifest.MANIFEST_NAME).write_bytes(manifest_bytes)
     artifacts[manifest.MANIFEST_NAME] = manifest.file_digest(staging / manifest.MANIFEST_NAME)
     (staging / manifest.SUMS_NAME).write_bytes(manifest.sha256sums(artifacts))
-    check_sums(staging)
     for path in staging.iterdir():
         path.chmod(ARTIFACT_MODE)  # independent of the umask: OUT is served to other machines
     return initrd, artifacts
-
-
-def _sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dict[str, object]:
-    """What was built from what. Nothing machine-specific: no file names, directories or times."""
-    kernel = plan.kernel
-    return {
-        "inputs": {
-            "toplevel": plan.toplevel,
-            "kernel": {
-                "origin": kernel.origin,
-                "version": kernel.header.version,
-                "bootProtocol": "{}.{:02d}".format(*kernel.header.protocol),
-                "sha256": kernel_sha256,
-            },
-            "init": plan.init,
-            "closureRegistrationSha256": hashlib.sha256(initrd.registration).hexdigest(),
-        },
-        "recipe": plan.recipe.settings(),
-        "settings": {
-            "compress": str(plan.compression),
-            "cmdline": plan.cmdline,
-            "baseUrl": plan.base_url,
-        },
-        "initrd": {
-            "layout": plan.recipe.layout,
-            "members": [{"compression": str(plan.compression), "entries": initrd.entries,
-                         "uncompressedSize": initrd.plain_size}],
-        },
-    }

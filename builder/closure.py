@@ -128,6 +128,8 @@ def load_closure(source: str, data: bytes) -> Closure:
     """Parse closure JSON bytes; `source` names the input in error messages."""
     try:
         doc = json.loads(data)
+    except RecursionError:
+        raise NetbuildError(f"{source}: JSON nested too deeply to be a closure") from None
     except UnicodeDecodeError as e:
         raise NetbuildError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
@@ -166,6 +168,8 @@ def _store_path(source: str, where: str, item: Any, key: str | None) -> StorePat
             raise NetbuildError(f"{source}: {key} is not valid in the store it was queried from (null)")
     if not isinstance(item, Mapping):
         raise NetbuildError(f"{source}: {where}: expected an object describing a store path")
+    if key is not None and item.get("path", key) != key:
+        raise NetbuildError(f"{source}: {where}: its 'path' {item['path']!r} differs from its key")
     path = key if key is not None else item.get("path")
     if path is None:
         raise NetbuildError(f"{source}: {where}: missing field 'path'")
@@ -208,6 +212,8 @@ class StoreFS:
         return self.root / store_path.lstrip("/")
 
     def check_present(self, closure: Closure) -> None:
+        if not (self.root / STORE_DIR.lstrip("/")).is_dir():
+            raise NetbuildError(f"--store-root {self.root}: there is no {self.root / STORE_DIR.lstrip('/')} directory")
         for sp in closure:
             try:
                 os.lstat(self.disk_path(sp.path))

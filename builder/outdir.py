@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -21,11 +22,19 @@ _RENAME_EXCHANGE = 2
 
 def check_replaceable(out: Path) -> None:
     """Refuse to replace anything that netbuild did not make: OUT is swapped out whole."""
+    absolute = Path(os.path.abspath(out))
+    if absolute == Path(absolute.anchor) or Path.cwd().is_relative_to(absolute):
+        raise NetbuildError(f"output {out} is the current directory or one of its parents; name a subdirectory")
     if not os.path.lexists(out):
         return
-    if out.is_symlink() or not out.is_dir():
+    if out.is_symlink():
+        raise NetbuildError(f"output {out} is a symlink; pass the directory it points to ({os.path.realpath(out)})")
+    if not out.is_dir():
         raise NetbuildError(f"output {out} exists and is not a directory")
-    entries = list(out.iterdir())
+    try:
+        entries = list(out.iterdir())
+    except OSError as e:
+        raise NetbuildError(f"output {out}: cannot list: {e.strerror}") from None
     if not entries:
         return
     try:
@@ -41,8 +50,13 @@ def check_replaceable(out: Path) -> None:
 
 
 def make_staging(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except FileExistsError:  # mkdir met a file where a parent directory should be
+        raise NetbuildError(f"output {out}: a parent of it is a file, not a directory") from None
+    except OSError as e:
+        raise NetbuildError(f"output {out}: cannot create a directory beside it: {e.strerror}") from None
     staging.chmod(0o755)  # mkdtemp makes 0700; OUT is served to others (HTTP/TFTP)
     return staging
 
@@ -52,7 +66,20 @@ def discard(staging: Path) -> None:
 
 
 def publish(staging: Path, out: Path) -> None:
-    """Move staging to out; if out exists, exchange the two atomically and delete the old one."""
+    """Move staging to out; if out exists, exchange the two atomically and delete the old one.
+
+    SIGINT and SIGTERM wait until the swap and the clean-up are done: an interrupt in between
+    could otherwise leave no OUT at all, or a stray copy beside it.
+    """
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        _swap(staging, out)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _swap(staging: Path, out: Path) -> None:
     if not os.path.lexists(out):
         os.rename(staging, out)
         return

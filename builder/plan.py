@@ -8,6 +8,8 @@ exactly what was decided and why.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,9 @@ from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
 from builder.recipe import Recipe
+
+IPXE_INITRD_PARAM = "initrd=initrd"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]+")
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Options:
 @dataclass(frozen=True)
 class Kernel:
     file: Path  # where to read it on this machine
-    origin: str  # the store path it came from, or "file:<basename>" for --kernel
+    origin: str  # the store path it came from, or "--kernel" (a file outside the closure)
     header: BzImageHeader
 
 
@@ -59,12 +64,15 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
     toplevel = _find_toplevel(closure, store, options)
     kernel = _find_kernel(closure, store, toplevel, options)
     init = _find_init(closure, store, toplevel, options)
-    cmdline = _command_line(store, recipe, toplevel, init, options.append)
-    if len(cmdline) > kernel.header.cmdline_size:
+    cmdline = _command_line(closure, store, recipe, toplevel, init, options.append)
+    # iPXE adds initrd=initrd (UEFI needs it); the kernel counts bytes, not characters.
+    length = len(f"{IPXE_INITRD_PARAM} {cmdline}".encode())
+    if length > kernel.header.cmdline_size:
         raise NetbuildError(
-            f"kernel command line is {len(cmdline)} bytes but {kernel.origin} accepts at most "
-            f"{kernel.header.cmdline_size}; shorten --append or the toplevel's kernel-params"
+            f"kernel command line is {length} bytes (with {IPXE_INITRD_PARAM}) but {kernel.origin} accepts at "
+            f"most {kernel.header.cmdline_size}; shorten --append or the toplevel's kernel-params"
         )
+    _check_base_url(options.base_url)
     return BootPlan(
         recipe=recipe,
         closure=closure,
@@ -132,7 +140,7 @@ def _check_in_closure(closure: Closure, path: str, candidate: str, what: str) ->
 
 def _find_kernel(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Kernel:
     if options.kernel is not None:
-        file, origin, name = options.kernel, f"file:{options.kernel.name}", str(options.kernel)
+        file, origin, name = options.kernel, "--kernel", str(options.kernel)
         if not file.is_file():
             raise NetbuildError(f"--kernel {file} does not exist or is not a file")
     else:
@@ -153,18 +161,41 @@ def _find_kernel(closure: Closure, store: StoreFS, toplevel: str | None, options
 def _find_init(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> str:
     init = options.init if options.init is not None else f"{toplevel}/init"
     what = "--init" if options.init is not None else "the toplevel's init"
+    if any(c.isspace() or not c.isprintable() for c in init):
+        raise NetbuildError(f"{what} {init!r} contains white space or control characters, "
+                            "which a kernel command line cannot carry")
     resolved = _in_closure(closure, store, init, what)
-    if not store.disk_path(resolved).is_file():
+    disk = store.disk_path(resolved)
+    if not disk.is_file():
         raise NetbuildError(f"{what} {init} is not a regular file")
+    if not disk.stat().st_mode & stat.S_IXUSR:
+        raise NetbuildError(f"{what} {init} is not executable")
     return init
 
 
-def _command_line(store: StoreFS, recipe: Recipe, toplevel: str | None, init: str, append: str) -> str:
+def _command_line(
+    closure: Closure, store: StoreFS, recipe: Recipe, toplevel: str | None, init: str, append: str
+) -> str:
+    if "${" in append:
+        raise NetbuildError(
+            "--append contains '${', which iPXE would expand in netboot.ipxe but kernel-params would not; "
+            "pass per-machine parameters through iPXE's ${cmdline} instead"
+        )
     params = [f"{recipe.init_parameter}={init}", *recipe.kernel_params]
     if toplevel is not None:
         params_path = f"{toplevel}/kernel-params"
         if os.path.lexists(store.disk_path(params_path)):
-            params_file = store.disk_path(store.resolve(params_path))
-            params.extend(params_file.read_text(encoding="utf-8", errors="replace").split())
+            resolved = _in_closure(closure, store, params_path, "the toplevel's kernel-params")
+            try:
+                text = store.disk_path(resolved).read_text(encoding="utf-8", errors="replace")
+            except OSError as e:
+                raise NetbuildError(f"the toplevel's kernel-params {resolved}: cannot read: {e.strerror}") from None
+            params.extend(text.split())
     params.extend(append.split())
     return " ".join(params)
+
+
+def _check_base_url(url: str | None) -> None:
+    # ${…} is allowed: `http://${next-server}/img/` is a common iPXE idiom.
+    if url is not None and not _URL.fullmatch(url):
+        raise NetbuildError(f"--base-url {url!r} is not a URL like http://10.0.0.1/images/ (one line, no spaces)")

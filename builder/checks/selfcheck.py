@@ -11,7 +11,6 @@ from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.compress import CompressionError, MemberReader, detect
 from builder.formats.cpio import CpioError, read_archive
-from builder.writers.manifest import SUMS_NAME, file_digest
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def check_initrd(path: Path, expected: ExpectedInitrd) -> None:
                     )
                 source = MemberReader(found, f)
             plain = _HashingReader(source)
-            count = sum(1 for _ in read_archive(plain))  # type: ignore[arg-type]
+            count = sum(1 for _ in read_archive(plain, file_data=False))  # type: ignore[arg-type]
             if plain.read(1):
                 raise NetbuildError(f"self-check: {path.name}: data after the archive's trailer")
             if isinstance(source, MemberReader) and (source.trailing or f.read(1)):
@@ -71,10 +70,3 @@ def check_kernel(path: Path) -> None:
         read_header_file(path)
     except BzImageError as e:
         raise NetbuildError(f"self-check: {e}") from None
-
-
-def check_sums(directory: Path) -> None:
-    for line in (directory / SUMS_NAME).read_text().splitlines():
-        digest, name = line.split("  ", 1)
-        if file_digest(directory / name)[1] != digest:
-            raise NetbuildError(f"self-check: {name} does not match its line in {SUMS_NAME}")

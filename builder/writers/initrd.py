@@ -12,6 +12,7 @@ nix/store/nix-path-registration last — it can only be written once every path 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -101,7 +102,10 @@ def pack_store_path(cpio: CpioWriter, sp: StorePath, store: StoreFS, read_bytes:
     except (NarError, CpioError) as e:
         raise NetbuildError(f"{sp.path}: {e}") from None
     except OSError as e:
-        raise NetbuildError(f"{sp.path}: cannot read {e.filename}: {e.strerror}") from None
+        if e.filename is None:
+            raise  # writing the initrd failed, not reading the store: the caller reports it
+        name = os.fsdecode(e.filename)
+        raise NetbuildError(f"{sp.path}: cannot read {name}: {e.strerror}") from None
     if sp.nar_hash is not None and sp.nar_hash != digest:
         raise NetbuildError(
             f"{sp.path}: NAR hash mismatch: the closure says {format_nix32(sp.nar_hash)}, the files on disk "

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.closure import VerifiedPath
+from builder.plan import BootPlan
+from builder.writers.initrd import InitrdResult
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -49,6 +51,35 @@ def manifest(
         ],
     }
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dict[str, object]:
+    """What was built from what. Nothing machine-specific: no file names, directories or times."""
+    kernel = plan.kernel
+    return {
+        "inputs": {
+            "toplevel": plan.toplevel,
+            "kernel": {
+                "origin": kernel.origin,
+                "version": kernel.header.version,
+                "bootProtocol": "{}.{:02d}".format(*kernel.header.protocol),
+                "sha256": kernel_sha256,
+            },
+            "init": plan.init,
+            "closureRegistrationSha256": hashlib.sha256(initrd.registration).hexdigest(),
+        },
+        "recipe": plan.recipe.settings(),
+        "settings": {
+            "compress": str(plan.compression),
+            "cmdline": plan.cmdline,
+            "baseUrl": plan.base_url,
+        },
+        "initrd": {
+            "layout": plan.recipe.layout,
+            "members": [{"compression": str(plan.compression), "entries": initrd.entries,
+                         "uncompressedSize": initrd.plain_size}],
+        },
+    }
 
 
 def sha256sums(artifacts: Mapping[str, tuple[int, str]]) -> bytes:

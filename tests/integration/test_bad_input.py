@@ -123,3 +123,89 @@ def test_an_interrupted_build_leaves_out_as_it_was(tmp_path: Path, system_closur
     assert proc.returncode != 0 and stderr.decode() == "error: interrupted\n"
     assert snapshot(out) == before
     assert [p for p in os.listdir(tmp_path) if p.startswith(".out.")] == []
+
+
+def by_suffix(closure, suffix: str) -> str:  # type: ignore[no-untyped-def]
+    (path,) = [p for p in closure.paths if p.endswith(suffix)]
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--init", "{content}/dir with space/file with space.txt"], "contains white space or control characters"),
+        (["--init", "{content}/text/refs.txt"], "is not executable"),
+        (["--append", "foo=${net0/mac}"], "--append contains '${'"),
+        (["--base-url", "http://x/\nshell\n#"], "--base-url 'http://x/\\nshell\\n#' is not a URL"),
+        (["--store-root", "/no/such/root"], "--store-root /no/such/root: there is no /no/such/root/nix/store"),
+        (["--append", "x" * 3000], "accepts at most 2047"),
+    ],
+)
+def test_unbootable_settings_are_refused(tmp_path: Path, system_closure, run_netbuild, extra, expected) -> None:  # type: ignore[no-untyped-def]
+    content = by_suffix(system_closure, "-content")
+    args = [a.replace("{content}", content) for a in extra]
+    proc = run_netbuild(str(system_closure.closure_json), "-o", str(tmp_path / "out"), *args, check=False)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert expected in stderr, stderr
+    assert not (tmp_path / "out").exists() and os.listdir(tmp_path) == []
+
+
+def test_unusable_outputs_are_refused_before_any_work(tmp_path: Path, system_closure, run_netbuild) -> None:  # type: ignore[no-untyped-def]
+    closure = str(system_closure.closure_json)
+    target = tmp_path / "real"
+    run_netbuild(closure, "-o", str(target))
+    (tmp_path / "link").symlink_to(target)
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["-o", "."], "is the current directory or one of its parents"),
+        (["-o", str(tmp_path / "link")], f"is a symlink; pass the directory it points to ({target})"),
+        (["-o", str(tmp_path / "file")], "exists and is not a directory"),
+        (["-o", str(tmp_path / "file" / "out")], "a parent of it is a file, not a directory"),
+    ]
+    for args, expected in cases:
+        proc = run_netbuild(closure, *args, cwd=tmp_path, check=False)
+        stderr = proc.stderr.decode()
+        assert proc.returncode == 1 and stderr.count("\n") == 1 and expected in stderr, (args, stderr)
+    assert sorted(os.listdir(tmp_path)) == ["file", "link", "real"]
+
+
+def test_a_failed_write_is_one_error_line_and_out_is_untouched(tmp_path: Path, system_closure, run_netbuild) -> None:  # type: ignore[no-untyped-def]
+    """A full disk, simulated with a file-size limit (EFBIG), is reported, not a traceback."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    run_netbuild(str(system_closure.closure_json), "-o", str(out), "--compress", "gzip:1")
+    before = snapshot(out)
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # stays ignored across exec: write() gets EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    proc = subprocess.run([sys.executable, "-m", "builder", str(system_closure.closure_json), "-o", str(out)],
+                          capture_output=True, preexec_fn=limit_file_size, timeout=300)
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and stderr == f"error: writing {out}: File too large\n", stderr
+    assert snapshot(out) == before
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".out.")] == []
+
+
+def test_kernel_params_leading_out_of_the_closure_are_refused(tmp_path: Path, system_closure, run_netbuild) -> None:  # type: ignore[no-untyped-def]
+    """A host file must never leak into OUT through a symlink in the toplevel."""
+    import subprocess
+
+    root = tmp_path / "root"
+    (root / "nix" / "store").mkdir(parents=True)
+    for path in system_closure.paths:
+        subprocess.run(["cp", "-a", path, str(root / path.lstrip("/"))], check=True)
+    params = root / system_closure.toplevel.lstrip("/") / "kernel-params"
+    params.unlink()
+    params.symlink_to("/etc/hostname")
+    proc = run_netbuild(str(system_closure.closure_json), "-o", str(tmp_path / "out"), "--store-root", str(root),
+                        check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (f"error: the toplevel's kernel-params {system_closure.toplevel}/kernel-params "
+                                    "is not inside /nix/store (it leads to /etc/hostname)\n")

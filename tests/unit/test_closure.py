@@ -109,6 +109,9 @@ def test_resolve_follows_store_links_under_the_root(tmp_path) -> None:  # type: 
 
 def test_check_present_names_the_missing_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
     closure = Closure([StorePath(A, None, None, ())], source="x")
+    with pytest.raises(NetbuildError, match=f"--store-root {tmp_path}: there is no {tmp_path}/nix/store directory"):
+        StoreFS(tmp_path).check_present(closure)
+    (tmp_path / "nix" / "store").mkdir(parents=True)
     with pytest.raises(NetbuildError, match=f"{A} does not exist on disk under --store-root"):
         StoreFS(tmp_path).check_present(closure)
 
