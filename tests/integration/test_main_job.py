@@ -36,9 +36,10 @@ def tree(directory: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def netbuild_in(
-    cwd: Path, args: list[str], *, umask: int, tz: str, cache: Path, stdin: bytes | None = None
+    cwd: Path, args: list[str], *, umask: int, tz: str, cache: Path, stdin: bytes | None = None, lang: str = "C.UTF-8"
 ) -> None:
-    env = {**os.environ, "TZ": tz, "XDG_CACHE_HOME": str(cache), "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = {**os.environ, "TZ": tz, "XDG_CACHE_HOME": str(cache), "LC_ALL": lang,
+           "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.run(
         [sys.executable, "-m", "builder", *args],
         cwd=cwd,
@@ -96,17 +97,17 @@ def test_missing_hashes_are_computed_like_nix(tmp_path: Path, system_closure, bu
 
 def test_reproducible_across_directory_umask_tz_cache_and_jobs(tmp_path: Path, system_closure) -> None:  # type: ignore[no-untyped-def]
     runs = [
-        ("a", 0o022, "UTC", "1"),
-        ("b/deeper", 0o077, "Pacific/Chatham", "4"),
+        ("a", 0o022, "UTC", "1", "C.UTF-8"),
+        ("b/deeper", 0o077, "Pacific/Chatham", "4", "C"),
     ]
     outs = []
-    for name, umask, tz, jobs in runs:
+    for name, umask, tz, jobs, lang in runs:
         cwd = tmp_path / name
         cwd.mkdir(parents=True)
         closure = cwd / "in.json"
         shutil.copy(system_closure.closure_json, closure)
         netbuild_in(
-            cwd, [str(closure), "-o", f"out-{jobs}", "--jobs", jobs], umask=umask, tz=tz, cache=cwd / "cache"
+            cwd, [str(closure), "-o", f"out-{jobs}", "--jobs", jobs], umask=umask, tz=tz, cache=cwd / "cache", lang=lang
         )
         outs.append(tree(cwd / f"out-{jobs}"))
     assert outs[0] == outs[1]
@@ -181,3 +182,45 @@ def test_libarchive_reads_back_the_store(tmp_path: Path, system_closure, built_o
     assert entries[f"{toplevel}/init"].mode & 0o777 == 0o555
     assert entries[f"{toplevel}/kernel-params"].mode & 0o777 == 0o444
     assert all(e.uid == 0 and e.gid == 0 and e.mtime == 1 for e in entries.values())
+
+
+def _newc_headers(plain: bytes) -> list[tuple[str, dict[str, int]]]:
+    """A minimal newc header walk written here, independent of builder.formats.cpio."""
+    names = ("ino", "mode", "uid", "gid", "nlink", "mtime", "filesize", "devmajor", "devminor",
+             "rdevmajor", "rdevminor", "namesize", "check")
+    entries, offset = [], 0
+    while True:
+        assert plain[offset:offset + 6] == b"070701", f"bad magic at {offset}"
+        fields = {n: int(plain[offset + 6 + 8 * i: offset + 14 + 8 * i], 16) for i, n in enumerate(names)}
+        name = plain[offset + 110: offset + 110 + fields["namesize"] - 1].decode("utf-8", "surrogateescape")
+        offset = (offset + 110 + fields["namesize"] + 3) & ~3
+        offset = (offset + fields["filesize"] + 3) & ~3
+        if name == "TRAILER!!!":
+            assert plain[offset:].strip(b"\0") == b""
+            return entries
+        entries.append((name, fields))
+
+
+def test_archive_layout_is_as_specified(tmp_path: Path, system_closure, built_out: Path) -> None:  # type: ignore[no-untyped-def]
+    entries = _newc_headers(_plain_initrd(built_out, tmp_path).read_bytes())
+    assert [f["ino"] for _, f in entries] == list(range(1, len(entries) + 1))  # numbered in order
+    assert all(f["nlink"] == 1 and f["uid"] == 0 and f["gid"] == 0 and f["mtime"] == 1 for _, f in entries)
+    seen: set[str] = set()
+    for name, _fields in entries:  # parents before children: the kernel creates no missing directories
+        parent = name.rpartition("/")[0]
+        assert not parent or parent in seen, f"{name} comes before its parent"
+        seen.add(name)
+    store_roots = [n for n, _ in entries if n.count("/") == 2 and n.startswith("nix/store/")]
+    # Store paths in path order; the registration last, as it is known only once all are hashed.
+    assert store_roots[-1] == "nix/store/nix-path-registration" and store_roots[:-1] == sorted(store_roots[:-1])
+    assert store_roots[:-1] == [p.lstrip("/") for p in system_closure.paths]
+    for name, fields in entries:
+        if not name.startswith("nix/store/") or name == "nix/store/nix-path-registration":
+            continue
+        host = os.lstat("/" + name)
+        kind = stat.S_IFMT(host.st_mode)
+        assert stat.S_IFMT(fields["mode"]) == kind, name
+        expected = {stat.S_IFDIR: 0o555, stat.S_IFLNK: 0o777}.get(kind, 0o555 if host.st_mode & 0o100 else 0o444)
+        assert stat.S_IMODE(fields["mode"]) == expected == stat.S_IMODE(host.st_mode), name
+        if kind == stat.S_IFREG:
+            assert fields["filesize"] == host.st_size, name
