@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from builder.checks.selfcheck import ExpectedInitrd, check_initrd
 from builder.closure import Closure, StoreFS, StorePath
 from builder.errors import NetbuildError
-from builder.formats.compress import parse_compression
+from builder.formats.compress import decompress_member, parse_compression
 from builder.formats.cpio import read_archive
 from builder.formats.nar import hash_path
 from builder.writers.initrd import write_initrd
@@ -54,8 +55,6 @@ def test_written_archive_checks_and_carries_the_store(tmp_path: Path, compress: 
     initrd.write_bytes(data)
     check_initrd(initrd, ExpectedInitrd(compress, result.entries, result.plain_size, result.plain_sha256))
     if compress == "zstd":
-        from builder.formats.compress import decompress_member
-
         plain, _ = decompress_member("zstd", data)
         entries = {e.name: e for e in read_archive(io.BytesIO(plain))}
         assert entries[f"{B[1:]}/data"].mode & 0o7777 == 0o444
@@ -102,3 +101,14 @@ def test_a_file_of_4_gib_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(NetbuildError) as err:
         build(tmp_path, closure)
     assert str(err.value).startswith(f"{B}: ") and "huge.img" in str(err.value), err.value
+
+
+def test_names_that_are_not_utf8_pass_through_byte_for_byte(tmp_path: Path) -> None:
+    make_store(tmp_path)
+    odd = b"caf\xe9 \xff.txt"  # Latin-1 bytes: not UTF-8, still a valid file name in a store path
+    with open(os.path.join(os.fsencode(tmp_path / B.lstrip("/")), odd), "wb") as f:
+        f.write(b"odd")
+    data, _ = build(tmp_path, closure_for(tmp_path, with_hashes=True))
+    plain, _ = decompress_member("zstd", data)
+    names = [os.fsencode(e.name) for e in read_archive(io.BytesIO(plain))]
+    assert os.fsencode(B.lstrip("/")) + b"/" + odd in names
