@@ -53,17 +53,26 @@ class _Sink:
         self.size = 0
 
     def write(self, data: bytes) -> None:
+        if len(data) >= CHUNK:
+            # File contents arrive in whole chunks: pass them on as they are rather than copying
+            # every byte into and out of the buffer. Compressors' output does not depend on how
+            # their input is split, so the bytes are the same.
+            self.flush()
+            self._send(data)
+            return
         self._buffer += data
         if len(self._buffer) >= CHUNK:
             self.flush()
 
     def flush(self) -> None:
         if self._buffer:
-            chunk = bytes(self._buffer)
-            self.sha256.update(chunk)
-            self.size += len(chunk)
-            self._forward(chunk)
+            self._send(bytes(self._buffer))
             self._buffer.clear()
+
+    def _send(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.size += len(chunk)
+        self._forward(chunk)
 
 
 def write_skeleton(cpio: CpioWriter, init: str) -> None:
