@@ -37,6 +37,18 @@ class SystemClosure:
     attrs_json: Path  # structured-attrs exportReferencesGraph: {"closure": [...]}
     object_json: Path  # object form keyed by path (Nix ≥ 2.19)
 
+    def path_named(self, suffix: str) -> str:
+        """The one store path of the closure whose name ends with suffix (e.g. '-busybox')."""
+        (path,) = [p for p in self.paths if p.endswith(suffix)]
+        return path
+
+    def copy_store(self, root: Path) -> Path:
+        """Copy the closure to root/nix/store (for --store-root); returns root."""
+        (root / "nix" / "store").mkdir(parents=True)
+        for path in self.paths:
+            subprocess.run(["cp", "-a", path, str(root / path.lstrip("/"))], check=True)
+        return root
+
 
 RunNetbuild = Callable[..., subprocess.CompletedProcess[bytes]]
 

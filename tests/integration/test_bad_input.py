@@ -125,10 +125,6 @@ def test_an_interrupted_build_leaves_out_as_it_was(tmp_path: Path, system_closur
     assert [p for p in os.listdir(tmp_path) if p.startswith(".out.")] == []
 
 
-def by_suffix(closure, suffix: str) -> str:  # type: ignore[no-untyped-def]
-    (path,) = [p for p in closure.paths if p.endswith(suffix)]
-    return path
-
 
 @pytest.mark.parametrize(
     ("extra", "expected"),
@@ -142,7 +138,7 @@ def by_suffix(closure, suffix: str) -> str:  # type: ignore[no-untyped-def]
     ],
 )
 def test_unbootable_settings_are_refused(tmp_path: Path, system_closure, run_netbuild, extra, expected) -> None:  # type: ignore[no-untyped-def]
-    content = by_suffix(system_closure, "-content")
+    content = system_closure.path_named("-content")
     args = [a.replace("{content}", content) for a in extra]
     proc = run_netbuild(str(system_closure.closure_json), "-o", str(tmp_path / "out"), *args, check=False)
     stderr = proc.stderr.decode()
@@ -195,12 +191,7 @@ def test_a_failed_write_is_one_error_line_and_out_is_untouched(tmp_path: Path, s
 
 def test_kernel_params_leading_out_of_the_closure_are_refused(tmp_path: Path, system_closure, run_netbuild) -> None:  # type: ignore[no-untyped-def]
     """A host file must never leak into OUT through a symlink in the toplevel."""
-    import subprocess
-
-    root = tmp_path / "root"
-    (root / "nix" / "store").mkdir(parents=True)
-    for path in system_closure.paths:
-        subprocess.run(["cp", "-a", path, str(root / path.lstrip("/"))], check=True)
+    root = system_closure.copy_store(tmp_path / "root")
     params = root / system_closure.toplevel.lstrip("/") / "kernel-params"
     params.unlink()
     params.symlink_to("/etc/hostname")

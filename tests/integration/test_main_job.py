@@ -114,10 +114,7 @@ def test_reproducible_across_directory_umask_tz_cache_and_jobs(tmp_path: Path, s
 
 
 def test_store_root_reads_a_copied_store(tmp_path: Path, system_closure, built_out: Path) -> None:  # type: ignore[no-untyped-def]
-    root = tmp_path / "elsewhere"
-    (root / "nix" / "store").mkdir(parents=True)
-    for path in system_closure.paths:
-        subprocess.run(["cp", "-a", path, str(root / path.lstrip("/"))], check=True)
+    root = system_closure.copy_store(tmp_path / "elsewhere")
     out = tmp_path / "out"
     netbuild_in(
         tmp_path,

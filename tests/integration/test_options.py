@@ -13,10 +13,6 @@ from support.qemu import boot
 pytestmark = [pytest.mark.nix]
 
 
-def by_name(closure: SystemClosure, suffix: str) -> str:
-    (path,) = [p for p in closure.paths if p.endswith(suffix)]
-    return path
-
 
 def test_base_url_and_append_reach_the_script_and_the_params(
     tmp_path: Path, system_closure: SystemClosure, run_netbuild: RunNetbuild
@@ -39,8 +35,8 @@ def test_a_single_program_closure_boots_with_kernel_and_init(
     tmp_path: Path, system_closure: SystemClosure, run_netbuild: RunNetbuild, kernel_image: Path
 ) -> None:
     """No toplevel: a program and its dependencies, the kernel from a file, init named explicitly."""
-    link = by_name(system_closure, "-hello-link")  # a store path that is a symlink to a script
-    wanted = {link, by_name(system_closure, "-hello-script"), by_name(system_closure, "-busybox")}
+    link = system_closure.path_named("-hello-link")  # a store path that is a symlink to a script
+    wanted = {link, system_closure.path_named("-hello-script"), system_closure.path_named("-busybox")}
     closure = tmp_path / "program.json"
     closure.write_text(json.dumps([e for e in system_closure.path_info if e["path"] in wanted]))
     out = tmp_path / "out"
