@@ -54,6 +54,9 @@ def netbuild_in(
 
 def test_out_holds_the_expected_files(built_out: Path, system_closure) -> None:  # type: ignore[no-untyped-def]
     assert {p.name for p in built_out.iterdir()} == EXPECTED_FILES
+    # Served to other machines over HTTP/TFTP: readable by all, whatever the builder's umask.
+    assert stat.S_IMODE(built_out.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in built_out.iterdir()} == {0o644}
     params = (built_out / "kernel-params").read_text()
     assert params.startswith(f"rdinit={system_closure.toplevel}/init ")
     assert "console=ttyS0" in params  # from the toplevel's kernel-params
