@@ -35,6 +35,10 @@ class Options:
     store_root: Path = Path("/")
     base_url: str | None = None
     jobs: int = 1
+    busybox: Path | None = None  # squashfs layout, built-in stage 1: BusyBox to use instead of the closure's
+    modules: Path | None = None  # squashfs layout, built-in stage 1: a lib/modules/<version> tree
+    kernel_config: Path | None = None  # the kernel's .config, when it cannot be found in the kernel or closure
+    force: bool = False  # turn the preflight errors that allow it into warnings
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class BootPlan:
     compression: Compression
     base_url: str | None
     jobs: int
+    options: Options  # as given, for the choices only some layouts and checks act on
 
 
 def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
@@ -84,6 +89,7 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
         compression=options.compression or recipe.compression,
         base_url=options.base_url,
         jobs=max(1, options.jobs),
+        options=options,
     )
 
 

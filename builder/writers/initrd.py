@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
@@ -23,6 +22,7 @@ from builder.formats.compress import Compression, open_compressor
 from builder.formats.cpio import CpioError, CpioWriter
 from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
 from builder.formats.nixhash import format_nix32
+from builder.writers.members import InitrdResult, Member
 from builder.writers.registration import registration
 
 CHUNK = 1 << 20
@@ -32,15 +32,6 @@ REGISTRATION_NAME = "nix/store/nix-path-registration"
 DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
 
 Progress = Callable[[int, int], None]  # (store paths done, bytes read)
-
-
-@dataclass(frozen=True)
-class InitrdResult:
-    verified: list[VerifiedPath]
-    entries: int
-    plain_size: int  # bytes of cpio before compression
-    plain_sha256: str  # of the cpio stream before compression, for the self-check
-    registration: bytes
 
 
 class _Sink:
@@ -137,6 +128,7 @@ def write_initrd(
     jobs: int,
     progress: Progress | None = None,
 ) -> InitrdResult:
+    start = dest.tell()
     compressor = open_compressor(compression, dest.write, threads=jobs)
     sink = _Sink(compressor.write)
     cpio = CpioWriter(sink.write)
@@ -157,10 +149,13 @@ def write_initrd(
     cpio.trailer()
     sink.flush()
     compressor.close()
-    return InitrdResult(
-        verified=verified,
-        entries=cpio.entries,
+    member = Member(
+        role="store",
+        offset=start,
+        size=dest.tell() - start,
+        compression=compression.name,
         plain_size=sink.size,
         plain_sha256=sink.sha256.hexdigest(),
-        registration=reg,
+        entries=cpio.entries,
     )
+    return InitrdResult(verified=verified, members=[member], registration=reg)

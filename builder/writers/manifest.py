@@ -14,7 +14,7 @@ from typing import Any
 
 from builder.closure import VerifiedPath
 from builder.plan import BootPlan
-from builder.writers.initrd import InitrdResult
+from builder.writers.members import InitrdResult
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -76,8 +76,7 @@ def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dic
         },
         "initrd": {
             "layout": plan.recipe.layout,
-            "members": [{"compression": str(plan.compression), "entries": initrd.entries,
-                         "uncompressedSize": initrd.plain_size}],
+            "members": [m.to_json() for m in initrd.members],
         },
     }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.checks.selfcheck import ExpectedInitrd, check_initrd
+from builder.checks.selfcheck import check_initrd
 from builder.closure import Closure, StoreFS, StorePath
 from builder.errors import NetbuildError
 from builder.formats.compress import decompress_member, parse_compression
@@ -53,7 +53,7 @@ def test_written_archive_checks_and_carries_the_store(tmp_path: Path, compress: 
     data, result = build(tmp_path, closure_for(tmp_path, with_hashes=True), compress)
     initrd = tmp_path / "initrd"
     initrd.write_bytes(data)
-    check_initrd(initrd, ExpectedInitrd(compress, result.entries, result.plain_size, result.plain_sha256))
+    check_initrd(initrd, result.members)
     if compress == "zstd":
         plain, _ = decompress_member("zstd", data)
         entries = {e.name: e for e in read_archive(io.BytesIO(plain))}
@@ -84,7 +84,7 @@ def test_a_modified_store_path_is_refused(tmp_path: Path) -> None:
 def test_self_check_catches_a_damaged_initrd(tmp_path: Path, compress: str) -> None:
     make_store(tmp_path)
     data, result = build(tmp_path, closure_for(tmp_path, with_hashes=True), compress)
-    expected = ExpectedInitrd(compress, result.entries, result.plain_size, result.plain_sha256)
+    expected = result.members
     for damage in (data[:-7], data + b"junk", data[:300] + bytes([data[300] ^ 1]) + data[301:]):
         initrd = tmp_path / "initrd"
         initrd.write_bytes(damage)

@@ -1,48 +1,20 @@
-"""The `netbuild` command line: parse, call, print. No logic of its own."""
+"""`netbuild build` (the main job, also reachable as `netbuild CLOSURE …`) and `netbuild recipes`."""
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
 import click
 
-from builder.build import build, netbuild_version
+from builder.build import build
 from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
 from builder.plan import Options
 from builder.progress import ProgressLine, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
-
-MAIN_HELP = """Turn a Nix store-path closure into netboot artifacts.
-
-\b
-  netbuild CLOSURE.json -o OUT/          the main job (CLOSURE '-' reads stdin)
-  nix path-info --json -r $sys | netbuild - -o out/
-
-OUT receives bzImage, initrd, kernel-params, netboot.ipxe, registration,
-store-paths, total-nar-size, manifest.json and SHA256SUMS. Run
-`netbuild build --help` for the build options, `netbuild recipes` for the
-built-in recipes.
-"""
-
-
-class _MainJobGroup(click.Group):
-    """`netbuild CLOSURE …` is `netbuild build CLOSURE …`: the main job needs no subcommand name."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
-            args = ["build", *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=_MainJobGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(netbuild_version(), prog_name="netbuild")
-def cli() -> None:
-    pass
 
 
 def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None):  # type: ignore[no-untyped-def]
@@ -54,7 +26,7 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
         raise click.BadParameter(str(e)) from None
 
 
-@cli.command("build")
+@click.command("build")
 @click.argument("closure", metavar="CLOSURE.json")
 @click.option("-o", "--out", default="out", show_default=True, type=click.Path(path_type=Path),
               help="Output directory; replaced atomically, left untouched if the build fails.")
@@ -74,6 +46,13 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Write absolute URLs into netboot.ipxe (default: relative to the script).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default="all cores",
               help="Compression threads. The output bytes do not depend on it.")
+@click.option("--busybox", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Squashfs layout: a static BusyBox for the built-in stage 1 (default: the closure's).")
+@click.option("--modules", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Squashfs layout: a lib/modules/<version> tree (default: the toplevel's kernel-modules).")
+@click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="The kernel's .config, for the preflight checks, when it is not embedded or in the closure.")
+@click.option("--force", is_flag=True, help="Build despite preflight errors that can be overridden; says which.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def build_command(
     closure: str,
@@ -87,6 +66,10 @@ def build_command(
     store_root: Path,
     base_url: str | None,
     jobs: int,
+    busybox: Path | None,
+    modules: Path | None,
+    kernel_config: Path | None,
+    force: bool,
     quiet: bool,
 ) -> None:
     """Build netboot artifacts for CLOSURE.json into OUT.
@@ -112,6 +95,10 @@ def build_command(
         store_root=store_root,
         base_url=base_url,
         jobs=jobs,
+        busybox=busybox,
+        modules=modules,
+        kernel_config=kernel_config,
+        force=force,
     )
     recipe_obj = load_recipe(recipe)
     total = sum(sp.nar_size or 0 for sp in closure_obj) or None
@@ -149,7 +136,7 @@ def _summary(out: Path, artifacts: dict[str, tuple[int, str]], paths: int, compr
                f"-append \"$(cat {out}/kernel-params)\"")
 
 
-@cli.command("recipes")
+@click.command("recipes")
 @click.argument("name", required=False)
 def recipes_command(name: str | None) -> None:
     """List the built-in recipes, or print one recipe's file (documented inline).
@@ -169,34 +156,4 @@ def recipes_command(name: str | None) -> None:
                    f"init={r.init_parameter}=…")
 
 
-class _Interrupted(BaseException):
-    """SIGINT or SIGTERM: unwinds like an error so that the staging directory is removed."""
-
-
-def _interrupted(_signum: int, _frame: object) -> None:
-    raise _Interrupted
-
-
-def main(argv: list[str] | None = None) -> None:
-    # Our own exception rather than KeyboardInterrupt, which click answers with a stray newline.
-    signal.signal(signal.SIGINT, _interrupted)
-    signal.signal(signal.SIGTERM, _interrupted)
-    if not (sys.argv[1:] if argv is None else argv):
-        argv = ["--help"]  # a bare `netbuild` teaches rather than complains
-    try:
-        cli.main(args=argv, prog_name="netbuild", standalone_mode=False)
-    except NetbuildError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except click.UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
-        click.echo(f"error: {e.format_message()}{hint}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
-    except (click.Abort, _Interrupted, KeyboardInterrupt):
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(1)
+COMMANDS: list[click.Command] = [build_command, recipes_command]

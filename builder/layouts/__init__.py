@@ -1,0 +1,1 @@
+"""Initrd layouts: how the closure is laid out in the initrd (recipe field `layout`)."""
