@@ -8,16 +8,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import ModuleType
 
+from builder.checks.preflight import check_initrd_size, preflight
 from builder.checks.selfcheck import check_initrd, check_kernel
 from builder.closure import Closure
 from builder.errors import NetbuildError
+from builder.layouts import layout_module
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import Recipe
 from builder.writers import ipxe, manifest, params
 from builder.writers import registration as reg
-from builder.writers.initrd import Progress, write_initrd
+from builder.writers.initrd import Progress
 from builder.writers.members import InitrdResult
 
 ARTIFACT_MODE = 0o644
@@ -36,6 +39,7 @@ class BuildResult:
     plan: BootPlan
     initrd: InitrdResult
     artifacts: dict[str, tuple[int, str]]
+    warnings: list[str]
 
 
 def build(
@@ -46,12 +50,21 @@ def build(
     *,
     progress: Progress | None = None,
     log: Callable[[str], None] = lambda _: None,
+    warn: Callable[[str], None] = lambda _: None,
+    run_preflight: bool = True,
 ) -> BuildResult:
+    """Build OUT from the closure. `run_preflight=False` exists for the tests that prove each
+    preflight refusal guards a real boot failure; nothing else should turn it off."""
     check_replaceable(out)  # before planning: a wrong -o should not wait for minutes of work
     plan = make_plan(closure, recipe, options)
+    warnings = preflight(plan) if run_preflight else []
+    for warning in warnings:
+        warn(warning)
+    layout = layout_module(plan.recipe.layout)
+    prepared = layout.prepare(plan)
     staging = make_staging(out)
     try:
-        result = _write_all(plan, staging, progress, log)
+        result = _write_all(plan, layout, prepared, staging, progress, log, warnings, warn)
         publish(staging, out)
     except OSError as e:  # reading the store is reported by the writers; this is the output side
         discard(staging)
@@ -60,23 +73,24 @@ def build(
     except BaseException:
         discard(staging)
         raise
-    return BuildResult(out=out, plan=plan, initrd=result[0], artifacts=result[1])
+    return BuildResult(out=out, plan=plan, initrd=result[0], artifacts=result[1], warnings=warnings)
 
 
 def _write_all(
-    plan: BootPlan, staging: Path, progress: Progress | None, log: Callable[[str], None]
+    plan: BootPlan,
+    layout: ModuleType,
+    prepared: object,
+    staging: Path,
+    progress: Progress | None,
+    log: Callable[[str], None],
+    warnings: list[str],
+    warn: Callable[[str], None],
 ) -> tuple[InitrdResult, dict[str, tuple[int, str]]]:
-    log(f"packing {len(plan.closure)} store paths ({plan.compression})")
     with open(staging / "initrd", "wb") as f:
-        initrd = write_initrd(
-            f,
-            closure=plan.closure,
-            store=plan.store,
-            init=plan.init,
-            compression=plan.compression,
-            jobs=plan.jobs,
-            progress=progress,
-        )
+        initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log)
+    for warning in check_initrd_size(plan, (staging / "initrd").stat().st_size):
+        warnings.append(warning)
+        warn(warning)
     shutil.copyfile(plan.kernel.file, staging / "bzImage")
     files = {
         "registration": reg.registration(initrd.verified),
@@ -102,6 +116,7 @@ def _write_all(
         sections=manifest.sections(plan, initrd, kernel_sha256=artifacts["bzImage"][1]),
         closure=initrd.verified,
         artifacts=artifacts,
+        warnings=warnings,
     )
     (staging / manifest.MANIFEST_NAME).write_bytes(manifest_bytes)
     artifacts[manifest.MANIFEST_NAME] = manifest.file_digest(staging / manifest.MANIFEST_NAME)

@@ -107,8 +107,9 @@ def build_command(
     # Stage messages are for a person watching: on a pipe or in CI stderr carries only errors.
     chatty = not quiet and sys.stderr.isatty()
     log = (lambda msg: click.echo(msg, err=True)) if chatty else (lambda _msg: None)
+    warn = (lambda msg: click.echo(f"warning: {msg}", err=True)) if not quiet else (lambda _msg: None)
     try:
-        result = build(closure_obj, recipe_obj, options, out, progress=progress, log=log)
+        result = build(closure_obj, recipe_obj, options, out, progress=progress, log=log, warn=warn)
     finally:
         progress.close()
     if not quiet:

@@ -37,10 +37,12 @@ def manifest(
     sections: Mapping[str, Any],
     closure: list[VerifiedPath],
     artifacts: Mapping[str, tuple[int, str]],
+    warnings: list[str],
 ) -> bytes:
     """`sections` (inputs, recipe, settings, …) go between the header and the artifacts, in order."""
     doc: dict[str, Any] = {"netbuild": {"version": version, "manifest": FORMAT_VERSION}}
     doc.update(sections)
+    doc["warnings"] = list(warnings)  # preflight's, so that a served image carries its doubts with it
     doc["artifacts"] = {name: {"size": size, "sha256": digest} for name, (size, digest) in sorted(artifacts.items())}
     doc["closure"] = {
         "paths": len(closure),
