@@ -12,6 +12,7 @@ from types import ModuleType
 
 from builder.checks.preflight import check_initrd_size, preflight
 from builder.checks.selfcheck import check_initrd, check_kernel
+from builder.checks.written import check_written_members
 from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import layout_module
@@ -109,8 +110,13 @@ def _write_all(
 
     log("checking what was written")
     check_kernel(staging / "bzImage")
-    check_initrd(staging / "initrd", initrd.members)
-    artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", "initrd", *files]}
+    if initrd.checked:
+        initrd_digest = check_written_members(staging / "initrd", initrd.members)
+    else:
+        check_initrd(staging / "initrd", initrd.members)
+        initrd_digest = manifest.file_digest(staging / "initrd")
+    artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", *files]}
+    artifacts["initrd"] = initrd_digest
     manifest_bytes = manifest.manifest(
         version=netbuild_version(),
         sections=manifest.sections(plan, initrd, kernel_sha256=artifacts["bzImage"][1]),

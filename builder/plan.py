@@ -39,6 +39,8 @@ class Options:
     modules: Path | None = None  # squashfs layout, built-in stage 1: a lib/modules/<version> tree
     kernel_config: Path | None = None  # the kernel's .config, when it cannot be found in the kernel or closure
     force: bool = False  # turn the preflight errors that allow it into warnings
+    cache_dir: Path | None = None  # where initrd segments are cached; None: no cache
+    cache_max_bytes: int = 10 << 30
 
 
 @dataclass(frozen=True)

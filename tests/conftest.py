@@ -4,6 +4,7 @@ netbuild CLI, and one OUT directory built from that closure."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -51,6 +52,13 @@ class SystemClosure:
 
 
 RunNetbuild = Callable[..., subprocess.CompletedProcess[bytes]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """netbuild's segment cache lives in $XDG_CACHE_HOME: the tests get their own, never the user's,
+    shared by the whole session (as a user's is shared by their builds)."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,24 @@ from pathlib import Path
 
 import click
 
-from builder.build import build
+from builder.build import BuildResult, build
+from builder.cache import default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
 from builder.plan import Options
 from builder.progress import ProgressLine, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
+
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    number, suffix = (text[:-1], text[-1]) if text[-1:] in _SIZE_SUFFIXES else (text, "")
+    if not number.isdigit():
+        raise click.BadParameter(f"{value!r} is not a size like 500M or 10G")
+    return int(number) * _SIZE_SUFFIXES[suffix]
 
 
 def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None):  # type: ignore[no-untyped-def]
@@ -53,6 +64,12 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
 @click.option("--kernel-config", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="The kernel's .config, for the preflight checks, when it is not embedded or in the closure.")
 @click.option("--force", is_flag=True, help="Build despite preflight errors that can be overridden; says which.")
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Cache of compressed initrd segments, reused by rebuilds.  [default: $XDG_CACHE_HOME/netbuild]")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache (every store path is re-read "
+              "and its NAR hash re-verified).")
+@click.option("--cache-size", callback=_size, default="10G", show_default=True, metavar="SIZE",
+              help="Bound on the cache (K, M, G suffixes); least recently used segments are dropped beyond it.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def build_command(
     closure: str,
@@ -70,6 +87,9 @@ def build_command(
     modules: Path | None,
     kernel_config: Path | None,
     force: bool,
+    cache_dir: Path | None,
+    no_cache: bool,
+    cache_size: int,
     quiet: bool,
 ) -> None:
     """Build netboot artifacts for CLOSURE.json into OUT.
@@ -99,6 +119,8 @@ def build_command(
         modules=modules,
         kernel_config=kernel_config,
         force=force,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        cache_max_bytes=cache_size,
     )
     recipe_obj = load_recipe(recipe)
     total = sum(sp.nar_size or 0 for sp in closure_obj) or None
@@ -113,7 +135,7 @@ def build_command(
     finally:
         progress.close()
     if not quiet:
-        _summary(result.out, result.artifacts, len(closure_obj), result.plan.compression, result.initrd.plain_size)
+        _summary(result, len(closure_obj))
 
 
 def _read_input(closure: str) -> tuple[str, bytes]:
@@ -129,10 +151,13 @@ def _read_input(closure: str) -> tuple[str, bytes]:
         raise NetbuildError(f"{closure}: cannot read: {e.strerror}") from None
 
 
-def _summary(out: Path, artifacts: dict[str, tuple[int, str]], paths: int, compression: object, plain: int) -> None:
-    initrd = artifacts["initrd"][0]
-    click.echo(f"{out}/: {paths} store paths, initrd {human_bytes(initrd)} ({compression}, "
-               f"{human_bytes(plain)} unpacked), bzImage {human_bytes(artifacts['bzImage'][0])}")
+def _summary(result: BuildResult, paths: int) -> None:
+    out, artifacts, initrd = result.out, result.artifacts, result.initrd
+    reused = ""
+    if initrd.reused is not None:
+        reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
+    click.echo(f"{out}/: {paths} store paths, initrd {human_bytes(artifacts['initrd'][0])} ({result.plan.compression}, "
+               f"{human_bytes(initrd.plain_size)} unpacked{reused}), bzImage {human_bytes(artifacts['bzImage'][0])}")
     click.echo(f"try it: qemu-system-x86_64 -m 1024 -kernel {out}/bzImage -initrd {out}/initrd "
                f"-append \"$(cat {out}/kernel-params)\"")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import BinaryIO
 
+from builder.cache import SegmentCache
 from builder.plan import BootPlan
 from builder.writers.initrd import Progress, write_initrd
 from builder.writers.members import InitrdResult
@@ -23,6 +24,8 @@ def write(
     log: Callable[[str], None],
 ) -> InitrdResult:
     log(f"packing {len(plan.closure)} store paths ({plan.compression})")
+    options = plan.options
+    cache = SegmentCache(options.cache_dir, options.cache_max_bytes) if options.cache_dir is not None else None
     return write_initrd(
         dest,
         closure=plan.closure,
@@ -31,4 +34,5 @@ def write(
         compression=plan.compression,
         jobs=plan.jobs,
         progress=progress,
+        cache=cache,
     )

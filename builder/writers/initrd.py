@@ -1,69 +1,276 @@
-"""The whole-store initrd: one newc archive of the closure, compressed as one member.
+"""The whole-store initrd: the closure as newc archives in separately compressed, cached members.
 
-Each store path is read exactly once: the same walk feeds the cpio writer and a NAR hasher, so
-the narHash/narSize the closure claims are verified (or, when absent, computed) while packing,
-without a second pass over the store.
+Members, back to back (the kernel unpacks each in turn into the same root):
+  1. the skeleton — dev/console, mount points, nix/store, an /init link;
+  2. the store paths in path order, in groups (writers/grouping.py). A group is one or more
+     members of at most FRAME_TARGET plain bytes; an entry never spans two members (the kernel
+     requires whole records in each). A group's members are cached under a key made of its store
+     paths' NAR hashes and the writer's settings, so a rebuild recompresses only changed groups;
+  3. nix/store/nix-path-registration — last: it needs every path's NAR hash.
+Every member is a whole newc archive with its own trailer, its inodes numbered from 1 (all entries
+have nlink 1, so the kernel never compares inode numbers), so its bytes do not depend on its position.
 
-Archive order: a small skeleton (dev/console, mount points, nix/store, an /init link), then the
-store paths in path order, each in NAR order (parents before children), then
-nix/store/nix-path-registration last — it can only be written once every path has been hashed.
+Each store path is read exactly once: the same walk feeds the cpio writer and a NAR hasher, so the
+narHash/narSize the closure claims are verified (or, when absent, computed) while packing.
+
+Members are compressed on `jobs` threads (the codecs release the GIL) while this thread reads the
+store, and each is checked as soon as it is made — decompressed again and its records parsed — so
+the build's self-check need only confirm the bytes on disk are the ones checked. Memory stays
+bounded: at most jobs + 1 members are in flight, and an entry too large for one member is
+compressed as it is read rather than held in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
-from typing import BinaryIO
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
 
+from builder.cache import CacheEntry, EntryWriter, SegmentCache, cache_key
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
-from builder.formats.compress import Compression, open_compressor
-from builder.formats.cpio import CpioError, CpioWriter
-from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
+from builder.formats.compress import Compression, CompressionError
+from builder.formats.cpio import TRAILER_NAME, CpioError, CpioWriter, read_archive
+from builder.formats.members import StreamingMember, codec_version, compress_member, decompressed_pieces
+from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
 from builder.formats.nixhash import format_nix32
+from builder.malloc import use_mmap_for_large_buffers
+from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Member
 from builder.writers.registration import registration
 
 CHUNK = 1 << 20
+FRAME_TARGET = 16 << 20  # plain bytes per member: < 1% larger than one stream at zstd -10
+GROUP_TARGET = 16 << 20  # plain bytes per cached group, on average
+WRITER_FORMAT = 1  # bump when the bytes written for the same input change
 REGISTRATION_NAME = "nix/store/nix-path-registration"
 # Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
 # copy of the store happens to carry (umask, a cp without -p) is not part of the path's identity.
 DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
+_HEADER_SIZE = 110
 
-Progress = Callable[[int, int], None]  # (store paths done, bytes read)
+Progress = Callable[[int, int], None]  # (store paths done, bytes of the closure done)
 
 
-class _Sink:
-    """Batches the many small cpio writes and hashes the plain stream on its way to the compressor."""
+@dataclass(frozen=True)
+class Frame:
+    """One finished member, checked: compressed bytes in memory or in a spooled file."""
 
-    def __init__(self, forward: Callable[[bytes], None]) -> None:
-        self._forward = forward
-        self._buffer = bytearray()
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+    data: bytes | IO[bytes]
+    size: int
+    plain_size: int
+    plain_sha256: str
+    entries: int
+    sha256: str
 
-    def write(self, data: bytes) -> None:
-        if len(data) >= CHUNK:
-            # File contents arrive in whole chunks: pass them on as they are rather than copying
-            # every byte into and out of the buffer. Compressors' output does not depend on how
-            # their input is split, so the bytes are the same.
-            self.flush()
-            self._send(data)
+    def chunks(self) -> Iterator[bytes]:
+        if isinstance(self.data, bytes):
+            yield self.data
             return
-        self._buffer += data
-        if len(self._buffer) >= CHUNK:
-            self.flush()
+        self.data.seek(0)
+        while chunk := self.data.read(CHUNK):
+            yield chunk
+        self.data.close()
 
-    def flush(self) -> None:
-        if self._buffer:
-            self._send(bytes(self._buffer))
-            self._buffer.clear()
+    def describe(self) -> dict[str, Any]:
+        return {"size": self.size, "plain_size": self.plain_size, "plain_sha256": self.plain_sha256,
+                "entries": self.entries, "sha256": self.sha256}
 
-    def _send(self, chunk: bytes) -> None:
-        self.sha256.update(chunk)
-        self.size += len(chunk)
-        self._forward(chunk)
+
+def _entry_size(name: bytes, data_size: int) -> int:
+    header = _HEADER_SIZE + len(name) + 1
+    return header + (-header % 4) + data_size + (-data_size % 4)
+
+
+_TRAILER_SIZE = _entry_size(TRAILER_NAME.encode(), 0)
+
+
+class _MemoryReader:
+    """read() over a buffer without copying it whole (io.BytesIO would copy a bytearray)."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._view = memoryview(data)
+        self._position = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else min(len(self._view), self._position + size)
+        out = bytes(self._view[self._position : end])
+        self._position = end
+        return out
+
+    def tell(self) -> int:
+        return self._position
+
+
+def check_member(
+    codec: str, chunks: Iterator[bytes], plain: bytes | bytearray | None, plain_size: int, plain_sha256: str,
+    entries: int,
+) -> None:
+    """Decompress a member anew and confirm it is exactly the archive meant (size and sha256 of the
+    plain bytes), and that the archive is well formed: every record parsed, one trailer, nothing
+    after it. `plain`, when the caller still holds it, is parsed instead of a second decompression.
+    Raises CompressionError, CpioError or ValueError."""
+    digest = hashlib.sha256()
+    size = 0
+    for piece in decompressed_pieces(codec, chunks):
+        digest.update(piece)
+        size += len(piece)
+    if size != plain_size or digest.hexdigest() != plain_sha256:
+        raise ValueError("the member read back differs from the archive written")
+    if plain is None:
+        return
+    stream = _MemoryReader(plain)
+    count = sum(1 for _ in read_archive(stream, file_data=False))  # type: ignore[arg-type]
+    if stream.read(1):
+        raise ValueError("data after the archive's trailer")
+    if count != entries:
+        raise ValueError(f"{count} entries read back, {entries} written")
+
+
+def _compress_checked(comp: Compression, plain: bytearray, entries: int) -> Frame:
+    plain_sha256 = hashlib.sha256(plain).hexdigest()
+    data = compress_member(comp, plain)
+    pieces = (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))  # bounded decompression output
+    try:
+        check_member(comp.name, pieces, plain, len(plain), plain_sha256, entries)
+    except (CompressionError, CpioError, ValueError) as e:
+        raise NetbuildError(f"self-check: a {comp.name} member failed to read back: {e}") from None
+    return Frame(data, len(data), len(plain), plain_sha256, entries, hashlib.sha256(data).hexdigest())
+
+
+class _StreamedFrame:
+    """A member holding one entry too large for memory: compressed into a spooled file as written."""
+
+    def __init__(self, comp: Compression, plain_size: int) -> None:
+        self._comp = comp
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=FRAME_TARGET)  # noqa: SIM115
+        self._compressed = hashlib.sha256()
+        self.compressed_size = 0
+        self._member = StreamingMember(comp, plain_size, self._sink)
+        self.plain_sha256 = hashlib.sha256()
+        self.plain_size = 0
+        self.cpio = CpioWriter(self._write)
+
+    def _sink(self, data: bytes) -> None:
+        self.file.write(data)
+        self._compressed.update(data)
+        self.compressed_size += len(data)
+
+    def _write(self, data: bytes) -> None:
+        self.plain_sha256.update(data)
+        self.plain_size += len(data)
+        self._member.write(data)
+
+    def finish(self) -> Frame:
+        self.cpio.trailer()
+        self._member.close()
+        self.file.seek(0)
+        plain_sha256 = self.plain_sha256.hexdigest()
+        # Small input pieces bound what one decompress call returns: a file of zeros compresses
+        # several-thousandfold, and this member's plain size is unbounded.
+        chunks = iter(lambda: self.file.read(256), b"")
+        try:
+            # One entry, written just now by CpioWriter; its structure is checked with the rest by
+            # `netbuild check`. Here: the compressed bytes give back exactly the plain ones.
+            check_member(self._comp.name, chunks, None, self.plain_size, plain_sha256, 1)
+        except (CompressionError, CpioError, ValueError) as e:
+            raise NetbuildError(f"self-check: a {self._comp.name} member failed to read back: {e}") from None
+        return Frame(self.file, self.compressed_size, self.plain_size, plain_sha256, 1, self._compressed.hexdigest())
+
+
+class _FrameBuilder:
+    """Cuts one group's entries into members of at most FRAME_TARGET plain bytes."""
+
+    def __init__(self, comp: Compression, emit: Callable[[Callable[[], Frame]], None]) -> None:
+        self._comp = comp
+        self._emit = emit  # receives a job that produces the member; the caller decides where it runs
+        self._buffer = bytearray()
+        self._cpio: CpioWriter | None = None
+        self._streamed: _StreamedFrame | None = None
+
+    def writer_for(self, entry_size: int) -> CpioWriter:
+        """The archive the next entry goes to, cutting a member first if it would not fit."""
+        fits = entry_size + _TRAILER_SIZE <= FRAME_TARGET
+        if self._cpio is not None and (not fits or self._cpio.offset + entry_size + _TRAILER_SIZE > FRAME_TARGET):
+            self.finish()
+        if not fits:
+            self._streamed = _StreamedFrame(self._comp, entry_size + _TRAILER_SIZE)
+            return self._streamed.cpio
+        if self._cpio is None:
+            self._buffer = bytearray()
+            self._cpio = CpioWriter(self._buffer.extend)
+        return self._cpio
+
+    def entry_done(self) -> None:
+        if self._streamed is not None:
+            frame = self._streamed.finish()
+            self._streamed = None
+            self._emit(lambda: frame)
+
+    def finish(self) -> None:
+        if self._cpio is None:
+            return
+        cpio, buffer, comp = self._cpio, self._buffer, self._comp
+        self._cpio = None
+        cpio.trailer()
+        self._emit(lambda: _compress_checked(comp, buffer, cpio.entries))
+
+
+def _store_error(sp: StorePath, e: Exception) -> NetbuildError:
+    if isinstance(e, OSError):
+        if e.filename is None:
+            raise e  # writing failed, not reading the store: the caller reports it
+        return NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}")
+    return NetbuildError(f"{sp.path}: {e}")
+
+
+def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, hasher: NarHasher,
+               read_bytes: Callable[[int], None]) -> None:  # fmt: skip
+    raw = os.fsencode(name)
+    if node.kind is NodeKind.DIRECTORY:
+        cpio_for(_entry_size(raw, 0)).directory(name, DIR_MODE)
+    elif node.kind is NodeKind.SYMLINK:
+        cpio_for(_entry_size(raw, len(node.target))).symlink(name, node.target)
+    else:
+        cpio = cpio_for(_entry_size(raw, node.size))
+        cpio.regular(name, EXEC_MODE if node.executable else FILE_MODE, node.size)
+        for chunk in read_contents(node, CHUNK):
+            cpio.data(chunk)
+            hasher.data(chunk)
+            read_bytes(len(chunk))
+
+
+def pack_store_path(
+    frames: _FrameBuilder, sp: StorePath, store: StoreFS, read_bytes: Callable[[int], None]
+) -> VerifiedPath:
+    """Write one store path into the group's members and return its NAR hash and size as read."""
+    root = store.disk_path(sp.path)
+    arc_root = sp.path.lstrip("/")
+    hasher = NarHasher()
+    try:
+        for node in walk(root):
+            hasher.node(node)
+            name = f"{arc_root}/{node.relpath}" if node.relpath else arc_root
+            _pack_node(frames.writer_for, node, name, hasher, read_bytes)
+            frames.entry_done()
+        digest, size = hasher.finish()
+    except (NarError, CpioError, OSError) as e:
+        raise _store_error(sp, e) from None
+    if sp.nar_hash is not None and sp.nar_hash != digest:
+        raise NetbuildError(
+            f"{sp.path}: NAR hash mismatch: the closure says {format_nix32(sp.nar_hash)}, the files on disk "
+            f"hash to {format_nix32(digest)} (was the path modified, or is the JSON from another store?)"
+        )
+    if sp.nar_size is not None and sp.nar_size != size:
+        raise NetbuildError(
+            f"{sp.path}: NAR size mismatch: the closure says {sp.nar_size}, the files on disk give {size}"
+        )
+    return VerifiedPath(sp.path, digest, size, sp.references)
 
 
 def write_skeleton(cpio: CpioWriter, init: str) -> None:
@@ -79,43 +286,203 @@ def write_skeleton(cpio: CpioWriter, init: str) -> None:
     cpio.directory("tmp", 0o1777)
 
 
-def pack_store_path(cpio: CpioWriter, sp: StorePath, store: StoreFS, read_bytes: Callable[[int], None]) -> VerifiedPath:
-    """Write one store path into the archive and return its NAR hash and size as read."""
-    root = store.disk_path(sp.path)
-    arc_root = sp.path.lstrip("/")
-    hasher = NarHasher()
+def _single_member(comp: Compression, fill: Callable[[CpioWriter], None]) -> Frame:
+    buffer = bytearray()
+    cpio = CpioWriter(buffer.extend)
+    fill(cpio)
+    cpio.trailer()
+    return _compress_checked(comp, buffer, cpio.entries)
+
+
+# --- the cache's view of a group -------------------------------------------------------------
+
+
+def _path_identity(sp: StorePath, store: StoreFS) -> list[Any]:
+    """What a cached group may be reused for: the NAR hash when the closure gives one (store paths
+    are immutable), otherwise the metadata of every file (a change of content changes mtime/size)."""
+    if sp.nar_hash is not None:
+        return [sp.path, sp.nar_hash.hex(), sp.nar_size]
+    digest = hashlib.sha256()
     try:
-        for node in walk(root):
-            name = f"{arc_root}/{node.relpath}" if node.relpath else arc_root
-            hasher.node(node)
-            if node.kind is NodeKind.DIRECTORY:
-                cpio.directory(name, DIR_MODE)
-            elif node.kind is NodeKind.SYMLINK:
-                cpio.symlink(name, node.target)
+        for node in walk(store.disk_path(sp.path)):
+            st = os.lstat(node.path)
+            digest.update(repr((node.relpath, node.kind.value, node.executable, node.size, node.target,
+                                st.st_mtime_ns, st.st_ctime_ns, st.st_ino)).encode())
+    except (NarError, OSError) as e:
+        raise _store_error(sp, e) from None
+    return [sp.path, None, digest.hexdigest()]
+
+
+def _group_key(comp: Compression, identities: list[list[Any]]) -> str:
+    return cache_key({
+        "writer": WRITER_FORMAT,
+        "codec": str(comp),
+        "codec_version": codec_version(comp.name),
+        "frame_target": FRAME_TARGET,
+        "chunk": CHUNK,
+        "paths": identities,
+    })
+
+
+def _cached_paths(entry: CacheEntry, paths: Sequence[StorePath]) -> list[VerifiedPath] | None:
+    recorded = entry.meta.get("paths", [])
+    if [r["path"] for r in recorded] != [sp.path for sp in paths]:
+        return None
+    verified = []
+    for sp, r in zip(paths, recorded, strict=True):
+        digest = bytes.fromhex(r["narHash"])
+        size = int(r["narSize"])
+        if (sp.nar_hash not in (None, digest)) or (sp.nar_size not in (None, size)):
+            return None  # the closure disagrees with what was packed: pack again and say why
+        verified.append(VerifiedPath(sp.path, digest, size, sp.references))
+    return verified
+
+
+# --- assembling the initrd -----------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    paths: list[StorePath]
+    key: str | None
+    entry: CacheEntry | None = None  # a hit, checked when copied
+    writer: EntryWriter | None = None  # a miss being stored
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    verified: list[VerifiedPath] = field(default_factory=list)
+    from_cache: bool = False
+
+
+class _Output:
+    """The initrd file, members appended in order; the members' descriptions follow the bytes."""
+
+    def __init__(self, dest: BinaryIO, comp: Compression) -> None:
+        self.dest = dest
+        self.comp = comp
+        self.start = dest.tell()
+        self.members: list[Member] = []
+
+    @property
+    def offset(self) -> int:
+        return self.dest.tell() - self.start
+
+    def frame(self, role: str, frame: Frame, also: Callable[[bytes], None] | None = None) -> None:
+        offset = self.offset
+        for chunk in frame.chunks():
+            self.dest.write(chunk)
+            if also is not None:
+                also(chunk)
+        self.members.append(Member(role=role, offset=offset, size=frame.size, compression=self.comp.name,
+                                   plain_size=frame.plain_size, plain_sha256=frame.plain_sha256,
+                                   entries=frame.entries, sha256=frame.sha256))
+
+    def cached(self, entry: CacheEntry) -> bool:
+        offset = self.offset
+        if not entry.copy_blob(self.dest.write):
+            self.dest.seek(self.start + offset)
+            self.dest.truncate()
+            return False
+        for described in entry.meta["frames"]:
+            self.members.append(Member(role="store", offset=offset, size=described["size"],
+                                       compression=self.comp.name, plain_size=described["plain_size"],
+                                       plain_sha256=described["plain_sha256"], entries=described["entries"],
+                                       sha256=described["sha256"]))
+            offset += described["size"]
+        return True
+
+
+class _Assembler:
+    """Packs groups on this thread, compresses members on a pool, writes them out in order."""
+
+    def __init__(self, out: _Output, store: StoreFS, jobs: int, cache: SegmentCache | None,
+                 report: Callable[[int, int], None]) -> None:  # fmt: skip
+        self.out = out
+        self.store = store
+        self.cache = cache
+        self.report = report  # (paths, bytes) finished
+        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="netbuild-compress")
+        self.max_in_flight = jobs  # plus the one being filled: jobs + 1 plain members in memory
+        # Queue entries: (group, None) writes a cached group, (group, future) a packed member,
+        # (group, "end") closes a packed group.
+        self.queue: deque[tuple[_Group, Future[Frame] | str | None]] = deque()
+
+    def close(self) -> None:
+        for group, _item in self.queue:
+            if group.writer is not None:
+                group.writer.abort()
+                group.writer = None
+            if group.entry is not None:
+                group.entry.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, group: _Group) -> None:
+        if group.entry is not None:
+            self.queue.append((group, None))
+        else:
+            self._pack(group, self._submit)
+            self.queue.append((group, "end"))
+        self.drain(block=False)
+
+    def _submit(self, group: _Group, job: Callable[[], Frame]) -> None:
+        self.queue.append((group, self.pool.submit(job)))
+        while sum(1 for _, item in self.queue if isinstance(item, Future)) > self.max_in_flight:
+            self.drain(block=True, one=True)
+
+    def _pack(self, group: _Group, submit: Callable[[_Group, Callable[[], Frame]], None]) -> None:
+        if self.cache is not None and group.key is not None:
+            group.writer = self.cache.writer(group.key)
+        frames = _FrameBuilder(self.out.comp, lambda job: submit(group, job))
+
+        def read(n: int) -> None:
+            self.report(0, n)
+
+        group.verified = [pack_store_path(frames, sp, self.store, read) for sp in group.paths]
+        frames.finish()
+
+    def drain(self, *, block: bool, one: bool = False) -> None:
+        while self.queue:
+            group, item = self.queue[0]
+            if isinstance(item, Future):
+                if not block and not item.done():
+                    return
+                self.queue.popleft()
+                frame = item.result()
+                group.frames.append(frame.describe())
+                self.out.frame("store", frame, group.writer.write if group.writer is not None else None)
+                if one:
+                    return
+                continue
+            self.queue.popleft()
+            if item is None:
+                self._write_cached(group)
             else:
-                cpio.regular(name, EXEC_MODE if node.executable else FILE_MODE, node.size)
-                for chunk in read_contents(node, CHUNK):
-                    cpio.data(chunk)
-                    hasher.data(chunk)
-                    read_bytes(len(chunk))
-        digest, size = hasher.finish()
-    except (NarError, CpioError) as e:
-        raise NetbuildError(f"{sp.path}: {e}") from None
-    except OSError as e:
-        if e.filename is None:
-            raise  # writing the initrd failed, not reading the store: the caller reports it
-        name = os.fsdecode(e.filename)
-        raise NetbuildError(f"{sp.path}: cannot read {name}: {e.strerror}") from None
-    if sp.nar_hash is not None and sp.nar_hash != digest:
-        raise NetbuildError(
-            f"{sp.path}: NAR hash mismatch: the closure says {format_nix32(sp.nar_hash)}, the files on disk "
-            f"hash to {format_nix32(digest)} (was the path modified, or is the JSON from another store?)"
-        )
-    if sp.nar_size is not None and sp.nar_size != size:
-        raise NetbuildError(
-            f"{sp.path}: NAR size mismatch: the closure says {sp.nar_size}, the files on disk give {size}"
-        )
-    return VerifiedPath(sp.path, digest, size, sp.references)
+                self._close_packed(group)
+
+    def _write_cached(self, group: _Group) -> None:
+        assert group.entry is not None
+        entry, group.entry = group.entry, None
+        verified = _cached_paths(entry, group.paths)
+        if verified is not None and self.out.cached(entry):
+            group.verified = verified
+            group.from_cache = True
+            self.report(len(group.paths), sum(v.nar_size for v in verified))
+            return
+        entry.close()
+        # Damaged or inconsistent: pack it again here, in order, before anything after it.
+        self._pack(group, lambda g, job: self._write_now(g, job()))
+        self._close_packed(group)
+
+    def _write_now(self, group: _Group, frame: Frame) -> None:
+        group.frames.append(frame.describe())
+        self.out.frame("store", frame, group.writer.write if group.writer is not None else None)
+
+    def _close_packed(self, group: _Group) -> None:
+        if group.writer is not None:
+            group.writer.commit({
+                "frames": group.frames,
+                "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
+            })
+            group.writer = None
+        self.report(len(group.paths), 0)
 
 
 def write_initrd(
@@ -127,35 +494,47 @@ def write_initrd(
     compression: Compression,
     jobs: int,
     progress: Progress | None = None,
+    cache: SegmentCache | None = None,
 ) -> InitrdResult:
-    start = dest.tell()
-    compressor = open_compressor(compression, dest.write, threads=jobs)
-    sink = _Sink(compressor.write)
-    cpio = CpioWriter(sink.write)
-    write_skeleton(cpio, init)
-    done_bytes = 0
+    use_mmap_for_large_buffers()  # member buffers come and go: keep resident memory to what is live
+    paths = list(closure)
+    sized: list[tuple[str, int]] = []
+    for sp in paths:
+        try:
+            size = sp.nar_size if sp.nar_size is not None else nar_size(store.disk_path(sp.path))
+        except (NarError, OSError) as e:
+            raise _store_error(sp, e) from None
+        sized.append((sp.path, size))
 
-    def count(n: int) -> None:
-        nonlocal done_bytes
-        done_bytes += n
+    out = _Output(dest, compression)
+    out.frame("skeleton", _single_member(compression, lambda cpio: write_skeleton(cpio, init)))
+    done_paths = done_bytes = 0
 
-    verified: list[VerifiedPath] = []
-    for index, sp in enumerate(closure, start=1):
-        verified.append(pack_store_path(cpio, sp, store, count))
+    def report(n_paths: int, n_bytes: int) -> None:
+        nonlocal done_paths, done_bytes
+        done_paths += n_paths
+        done_bytes += n_bytes
         if progress is not None:
-            progress(index, done_bytes)
+            progress(done_paths, done_bytes)
+
+    groups: list[_Group] = []
+    assembler = _Assembler(out, store, max(1, jobs), cache, report)
+    try:
+        for indexes in group_paths(sized, GROUP_TARGET):
+            members = [paths[i] for i in indexes]
+            key = _group_key(compression, [_path_identity(sp, store) for sp in members]) if cache else None
+            group = _Group(members, key, cache.lookup(key) if cache is not None and key is not None else None)
+            groups.append(group)
+            assembler.add(group)
+        assembler.drain(block=True)
+    finally:
+        assembler.close()
+
+    verified = [v for group in groups for v in group.verified]
     reg = registration(verified)
-    cpio.file(REGISTRATION_NAME, FILE_MODE, reg)
-    cpio.trailer()
-    sink.flush()
-    compressor.close()
-    member = Member(
-        role="store",
-        offset=start,
-        size=dest.tell() - start,
-        compression=compression.name,
-        plain_size=sink.size,
-        plain_sha256=sink.sha256.hexdigest(),
-        entries=cpio.entries,
-    )
-    return InitrdResult(verified=verified, members=[member], registration=reg)
+    out.frame("registration", _single_member(compression, lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg)))
+    reused = None
+    if cache is not None:
+        cache.prune()
+        reused = (sum(1 for g in groups if g.from_cache), len(groups))
+    return InitrdResult(verified=verified, members=out.members, registration=reg, checked=True, reused=reused)

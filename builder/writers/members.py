@@ -22,9 +22,10 @@ class Member:
     plain_size: int  # bytes of cpio once decompressed
     plain_sha256: str  # of those bytes
     entries: int  # cpio records before the trailer
+    sha256: str | None = None  # of the member's bytes as written, when the writer recorded it
 
     def to_json(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "role": self.role,
             "offset": self.offset,
             "size": self.size,
@@ -33,6 +34,9 @@ class Member:
             "uncompressedSize": self.plain_size,
             "uncompressedSha256": self.plain_sha256,
         }
+        if self.sha256 is not None:
+            doc["sha256"] = self.sha256
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, object]) -> Member:
@@ -44,6 +48,7 @@ class Member:
             plain_size=int(doc["uncompressedSize"]),  # type: ignore[call-overload]
             plain_sha256=str(doc["uncompressedSha256"]),
             entries=int(doc["entries"]),  # type: ignore[call-overload]
+            sha256=str(doc["sha256"]) if "sha256" in doc else None,
         )
 
 
@@ -52,6 +57,10 @@ class InitrdResult:
     verified: list[VerifiedPath]  # every store path with the NAR hash and size read from disk
     members: list[Member]  # in file order, contiguous from offset 0
     registration: bytes  # the nix-path-registration shipped in the initrd
+    # True when the writer decompressed and parsed every member as it made it and recorded each
+    # member's sha256: the self-check then need only confirm the file holds those bytes.
+    checked: bool = False
+    reused: tuple[int, int] | None = None  # (groups taken from the cache, groups), when a cache was used
 
     @property
     def plain_size(self) -> int:

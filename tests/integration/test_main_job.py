@@ -154,16 +154,20 @@ def test_gnu_cpio_reads_back_the_store(tmp_path: Path, system_closure, built_out
     plain = _plain_initrd(built_out, tmp_path)
     dest = tmp_path / "gnu"
     dest.mkdir()
-    with open(plain, "rb") as f:
-        subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], stdin=f, cwd=dest, check=True)
+    # GNU cpio stops at an archive's trailer: hand it the archives one by one, as the kernel reads them.
+    data = plain.read_bytes()
+    archives = _newc_archives(data)
+    assert len(archives) >= 3  # skeleton, store, registration
+    for start, end, _entries in archives:
+        subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=data[start:end], cwd=dest,
+                       check=True)
     _assert_tree_matches_store(dest, system_closure)
     assert (dest / "nix/store/nix-path-registration").read_bytes() == (
         built_out / "registration"
     ).read_bytes()
     assert stat.S_ISCHR((dest / "dev/console").lstat().st_mode)
-    with open(plain, "rb") as f:
-        listing = subprocess.run(["cpio", "-itv", "--quiet"], stdin=f, capture_output=True, check=True)
-    assert b"nix/store" in listing.stdout
+    listing = subprocess.run(["cpio", "-itv", "--quiet"], input=data[: archives[0][1]], capture_output=True, check=True)
+    assert b"dev/console" in listing.stdout
 
 
 def test_libarchive_reads_back_the_store(tmp_path: Path, system_closure, built_out: Path) -> None:  # type: ignore[no-untyped-def]
@@ -171,39 +175,53 @@ def test_libarchive_reads_back_the_store(tmp_path: Path, system_closure, built_o
     dest.mkdir()
     cwd = os.getcwd()
     os.chdir(dest)
-    try:  # libarchive reads the zstd member itself: an independent decompressor too
-        libarchive.extract_file(str(built_out / "initrd"))
+    # libarchive decompresses each zstd member itself (an independent decompressor too), found
+    # where the manifest says the members are.
+    data = (built_out / "initrd").read_bytes()
+    members = json.loads((built_out / "manifest.json").read_text())["initrd"]["members"]
+    assert sum(m["size"] for m in members) == len(data)
+    entries = {}
+    try:
+        for member in members:
+            piece = data[member["offset"] : member["offset"] + member["size"]]
+            libarchive.extract_memory(piece)
+            with libarchive.memory_reader(piece) as archive:
+                entries.update({e.pathname: e for e in archive})
     finally:
         os.chdir(cwd)
     _assert_tree_matches_store(dest, system_closure)
-    with libarchive.file_reader(str(built_out / "initrd")) as archive:
-        entries = {e.pathname: e for e in archive}
     toplevel = system_closure.toplevel.lstrip("/")
     assert entries[f"{toplevel}/init"].mode & 0o777 == 0o555
     assert entries[f"{toplevel}/kernel-params"].mode & 0o777 == 0o444
     assert all(e.uid == 0 and e.gid == 0 and e.mtime == 1 for e in entries.values())
 
 
-def _newc_headers(plain: bytes) -> list[tuple[str, dict[str, int]]]:
-    """A minimal newc header walk written here, independent of builder.formats.cpio."""
+def _newc_archives(plain: bytes) -> list[tuple[int, int, list[tuple[str, dict[str, int]]]]]:
+    """(start, end, entries) of each newc archive in a concatenation of them: a minimal header walk
+    written here, independent of builder.formats.cpio."""
     names = ("ino", "mode", "uid", "gid", "nlink", "mtime", "filesize", "devmajor", "devminor",
              "rdevmajor", "rdevminor", "namesize", "check")
-    entries, offset = [], 0
-    while True:
+    archives, entries, start, offset = [], [], 0, 0
+    while offset < len(plain):
         assert plain[offset:offset + 6] == b"070701", f"bad magic at {offset}"
         fields = {n: int(plain[offset + 6 + 8 * i: offset + 14 + 8 * i], 16) for i, n in enumerate(names)}
         name = plain[offset + 110: offset + 110 + fields["namesize"] - 1].decode("utf-8", "surrogateescape")
         offset = (offset + 110 + fields["namesize"] + 3) & ~3
         offset = (offset + fields["filesize"] + 3) & ~3
         if name == "TRAILER!!!":
-            assert plain[offset:].strip(b"\0") == b""
-            return entries
-        entries.append((name, fields))
+            archives.append((start, offset, entries))
+            entries, start = [], offset
+        else:
+            entries.append((name, fields))
+    assert not entries, "entries after the last trailer"
+    return archives
 
 
 def test_archive_layout_is_as_specified(tmp_path: Path, system_closure, built_out: Path) -> None:  # type: ignore[no-untyped-def]
-    entries = _newc_headers(_plain_initrd(built_out, tmp_path).read_bytes())
-    assert [f["ino"] for _, f in entries] == list(range(1, len(entries) + 1))  # numbered in order
+    archives = _newc_archives(_plain_initrd(built_out, tmp_path).read_bytes())
+    for _start, _end, archive in archives:  # each archive stands alone: inodes numbered from 1, in order
+        assert [f["ino"] for _, f in archive] == list(range(1, len(archive) + 1))
+    entries = [entry for _start, _end, archive in archives for entry in archive]
     assert all(f["nlink"] == 1 and f["uid"] == 0 and f["gid"] == 0 and f["mtime"] == 1 for _, f in entries)
     seen: set[str] = set()
     for name, _fields in entries:  # parents before children: the kernel creates no missing directories

@@ -1,0 +1,47 @@
+"""The build's self-check for members the writer already checked as it made them.
+
+The initrd writer decompresses and parses every member right after compressing it (or, for a
+cached group, checked it when the group was first built and verifies its checksum on reuse) and
+records the sha256 of its bytes. What is left to prove is that the file on disk holds exactly
+those bytes, in that order, and nothing else: one sequential read, which also yields the file's
+own digest for SHA256SUMS. `netbuild check OUT` still decompresses everything (selfcheck.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from builder.errors import NetbuildError
+from builder.writers.members import Member
+
+_CHUNK = 1 << 20
+
+
+def check_written_members(path: Path, members: Sequence[Member]) -> tuple[int, str]:
+    """Confirm path is exactly the members' bytes; return the file's (size, sha256)."""
+    whole = hashlib.sha256()
+    offset = 0
+    with open(path, "rb") as f:
+        for index, member in enumerate(members):
+            where = f"self-check: {path.name}: member {index} ({member.role}) at {member.offset}"
+            if member.sha256 is None:
+                raise NetbuildError(f"{where}: the writer recorded no digest to check against")
+            if member.offset != offset:
+                raise NetbuildError(f"{where}: expected at {offset}")
+            digest = hashlib.sha256()
+            remaining = member.size
+            while remaining:
+                chunk = f.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise NetbuildError(f"{where}: the file ends {remaining} bytes early")
+                digest.update(chunk)
+                whole.update(chunk)
+                remaining -= len(chunk)
+            if digest.hexdigest() != member.sha256:
+                raise NetbuildError(f"{where}: the bytes on disk differ from those checked when written")
+            offset += member.size
+        if f.read(1):
+            raise NetbuildError(f"self-check: {path.name}: bytes after the last member")
+    return offset, whole.hexdigest()

@@ -1,0 +1,138 @@
+"""One initrd member compressed in one call, the way the kernel reads it: one zstd frame, gzip
+member or xz stream holding whole cpio records.
+
+A member's bytes depend only on its plain bytes and the codec settings — never on how many are
+compressed at once — which is what lets the initrd writer compress members in parallel and cache
+them: zstd runs in its single-threaded mode (its multi-threaded mode frames the output differently),
+with the content size and checksum in the frame header.
+"""
+
+from __future__ import annotations
+
+import lzma
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import zstandard
+
+from builder.formats.compress import Compression, CompressionError
+
+Buffer = bytes | bytearray | memoryview
+
+
+def codec_version(name: str) -> str:
+    """The library version that determines a codec's output bytes (part of every cache key)."""
+    return {
+        "zstd": f"zstd {zstandard.ZSTD_VERSION} python-zstandard {zstandard.__version__}",
+        "gzip": f"zlib {zlib.ZLIB_RUNTIME_VERSION}",
+        # Python does not expose liblzma's version; its own build pins the library it was built with.
+        "xz": f"liblzma of Python {sys.version}",
+        "none": "none",
+    }[name]
+
+
+def compress_member(comp: Compression, plain: Buffer) -> bytes:
+    """The whole member for plain (which must already be complete cpio records)."""
+    if comp.name == "none":
+        return bytes(plain)
+    if comp.name == "zstd":
+        return _zstd(comp).compress(plain)
+    if comp.name == "gzip":
+        # wbits 31 = gzip wrapper; zlib writes no file name and mtime 0, like `gzip -n`.
+        return zlib.compress(plain, comp.level if comp.level is not None else -1, wbits=31)
+    if comp.name == "xz":
+        # The kernel's xz decoder knows CRC32 and none, not xz's default CRC64.
+        return lzma.compress(plain, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=comp.level)
+    raise CompressionError(f"compression {comp}: not a codec the initrd writer knows")
+
+
+class StreamingMember:
+    """A member too large to hold in memory (one big file), compressed as it is written.
+
+    `size` is the exact plain length, written into the zstd frame header as compress_member does.
+    """
+
+    def __init__(self, comp: Compression, size: int, sink: Callable[[bytes], None]) -> None:
+        self._sink = sink
+        self._engine: _Engine | None
+        if comp.name == "none":
+            self._engine = None
+        elif comp.name == "zstd":
+            self._engine = _zstd(comp).compressobj(size=size)
+        elif comp.name == "gzip":
+            self._engine = zlib.compressobj(comp.level if comp.level is not None else -1, zlib.DEFLATED, 31)
+        elif comp.name == "xz":
+            self._engine = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=comp.level)
+        else:
+            raise CompressionError(f"compression {comp}: not a codec the initrd writer knows")
+
+    def write(self, data: Buffer) -> None:
+        out = data if self._engine is None else self._engine.compress(data)
+        if out:
+            self._sink(bytes(out))
+
+    def close(self) -> None:
+        if self._engine is not None:
+            out = self._engine.flush()
+            if out:
+                self._sink(out)
+
+
+def decompressed_pieces(name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The plain bytes of one member given as compressed chunks; CompressionError if it is damaged,
+    truncated or followed by anything."""
+    if name == "none":
+        yield from chunks
+        return
+    decoder: _Decoder
+    if name == "zstd":
+        decoder = zstandard.ZstdDecompressor().decompressobj()  # type: ignore[assignment]
+    elif name == "gzip":
+        decoder = zlib.decompressobj(wbits=31)
+    elif name == "xz":
+        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    else:
+        raise CompressionError(f"{name}: not a codec the initrd writer knows")
+    try:
+        for chunk in chunks:
+            if decoder.eof:
+                raise CompressionError(f"{name}: bytes after the end of the member")
+            out = decoder.decompress(chunk)
+            if out:
+                yield out
+    except (zstandard.ZstdError, zlib.error, lzma.LZMAError) as e:
+        raise CompressionError(f"{name}: {e}") from None
+    if not decoder.eof:
+        raise CompressionError(f"{name}: member truncated")
+    if decoder.unused_data:
+        raise CompressionError(f"{name}: bytes after the end of the member")
+
+
+_contexts = threading.local()
+
+
+def _zstd(comp: Compression) -> zstandard.ZstdCompressor:
+    """One compressor per thread and level, reused: a level-10 context is 20 MiB to allocate and
+    zero, and each compress() call starts afresh, so reuse changes no output byte."""
+    cached = getattr(_contexts, "zstd", None)
+    if cached is None or cached[0] != comp.level:
+        compressor = zstandard.ZstdCompressor(level=comp.level or 3, write_checksum=True, write_content_size=True,
+                                              threads=0)
+        cached = _contexts.zstd = (comp.level, compressor)
+    return cached[1]
+
+
+class _Engine(Protocol):
+    def compress(self, data: Buffer, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Decoder(Protocol):
+    eof: bool
+    unused_data: bytes
+
+    def decompress(self, data: bytes, /) -> bytes: ...
