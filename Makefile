@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := qemu-system-x86 ipxe-qemu ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
 	nix-bin cpio zstd xz-utils gzip libarchive13 libarchive-tools jq
 
-.PHONY: install system venv test lint demo clean
+.PHONY: install system venv test lint demo bench clean
 
 install: system venv
 
@@ -45,6 +45,11 @@ test: install lint
 
 demo: install
 	$(BIN)/python tests/demo.py
+
+# Builds a ≥ 1,000-path, ≥ 500 MB closure from host files with Nix, runs the anchors and netbuild
+# side by side, boots the image, prints the table and keeps it in BENCHMARKS.md. Takes minutes.
+bench: install
+	$(BIN)/python tests/bench.py --write BENCHMARKS.md
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache
