@@ -40,7 +40,7 @@ _FOOTER = struct.Struct("<Q32s8s")  # meta length, sha256 of meta, MAGIC
 FORMAT = 1
 DEFAULT_MAX_BYTES = 10 << 30
 STALE_TEMP_S = 24 * 3600  # a temporary file this old belongs to a build that died
-_COPY_CHUNK = 1 << 20
+_COPY_CHUNK = 4 << 20
 
 
 def default_cache_dir() -> Path:
@@ -62,18 +62,20 @@ class CacheEntry:
         self._file = file
         self.meta = meta
 
-    def copy_blob(self, write: Callable[[bytes], object]) -> bool:
+    def copy_blob(self, write: Callable[[memoryview], object]) -> bool:
         """Copy the blob to write(); False (and the entry dropped) if it is not what was stored."""
         digest = hashlib.sha256()
         remaining = int(self.meta["blob_size"])
+        buffer = bytearray(_COPY_CHUNK)  # reused: no allocation (and page faults) per chunk
+        view = memoryview(buffer)
         self._file.seek(0)
         while remaining:
-            chunk = self._file.read(min(_COPY_CHUNK, remaining))
-            if not chunk:
+            got = self._file.readinto(view[: min(_COPY_CHUNK, remaining)])  # type: ignore[attr-defined]
+            if not got:
                 break
-            digest.update(chunk)
-            write(chunk)
-            remaining -= len(chunk)
+            digest.update(view[:got])
+            write(view[:got])
+            remaining -= got
         self.close()
         if remaining or digest.hexdigest() != self.meta["blob_sha256"]:
             self._cache.drop(self.key)
