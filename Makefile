@@ -13,8 +13,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # linux-image-cloud-amd64 + busybox-static: a real kernel and init for the test closures
 # nix-bin: a real Nix builds the test closures and checks the registration
 # cpio, libarchive-tools, zstd, xz-utils, jq: independent readers and closureInfo's own jq program
+# lz4, lzop, bzip2: every compressor the kernel knows, for `netbuild inspect`'s tests
+# patchelf, binutils: ELF test programs with a chosen RUNPATH, and readelf to check ours against
+# chromium: renders `netbuild size --html` headless in the tests
 APT_PACKAGES := qemu-system-x86 ipxe-qemu ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
-	nix-bin cpio zstd xz-utils gzip libarchive13 libarchive-tools jq
+	nix-bin cpio zstd xz-utils gzip libarchive13 libarchive-tools jq \
+	lz4 lzop bzip2 patchelf binutils chromium
 
 .PHONY: install system venv test lint demo bench clean
 

@@ -1,30 +1,46 @@
-"""Re-read what was written before it is published: a build that cannot be read back never reaches OUT."""
+"""Re-read what was written before it is published: a build that cannot be read back never reaches OUT.
+
+The same code checks an existing OUT (`netbuild check OUT`): every artifact against manifest.json
+and SHA256SUMS, the bzImage header, and every initrd member decompressed and parsed record by
+record (alignment, NUL-terminated names, padding, trailer), with the store paths found compared
+with the closure the manifest records.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from builder.closure import STORE_DIR
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.compress import CompressionError, MemberReader, detect
 from builder.formats.cpio import CpioError, read_archive
 from builder.writers.members import Member
 
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+_STORE_PREFIX = STORE_DIR.lstrip("/") + "/"
+_REGISTRATION = "nix-path-registration"  # a file in /nix/store, not a store path
+
 
 class _BoundedReader:
-    """A window of the file: a member must not read into the next one."""
+    """A window of the file: a member must not read into the next one. Hashes what it reads."""
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         self._f = f
         self.left = size
+        self.sha256 = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
         size = self.left if size < 0 else min(size, self.left)
         data = self._f.read(size)
         self.left -= len(data)
+        self.sha256.update(data)
         return data
 
 
@@ -43,26 +59,52 @@ class _HashingReader:
         return data
 
 
-def check_initrd(path: Path, members: Sequence[Member]) -> None:
-    """Stream every member back through a fresh decompressor and cpio parser, in bounded memory."""
+@dataclass
+class InitrdContents:
+    """What the self-check read: records (trailers not counted) and the store paths they hold."""
+
+    entries: int = 0
+    store_paths: set[str] = field(default_factory=set)
+
+
+def check_initrd(
+    path: Path, members: Sequence[Member], *, expect_store_paths: Collection[str] | None = None
+) -> InitrdContents:
+    """Stream every member back through a fresh decompressor and cpio parser, in bounded memory.
+
+    With expect_store_paths (layouts that put the store in the archive as files), the top-level
+    store-path directories found must be exactly those.
+    """
+    contents = InitrdContents()
     with open(path, "rb") as f:
         file_size = f.seek(0, 2)
         expected_offset = 0
         for index, member in enumerate(members):
             where = f"self-check: {path.name}: member {index} ({member.role}) at {member.offset}"
-            if member.offset != expected_offset:
-                raise NetbuildError(f"{where}: expected at {expected_offset}")
+            if member.offset < expected_offset:
+                raise NetbuildError(f"{where}: overlaps the member before, which ends at {expected_offset}")
+            if member.offset > expected_offset:
+                # NUL padding between members is allowed (the kernel skips it), and nothing else.
+                f.seek(expected_offset)
+                gap = f.read(member.offset - expected_offset)
+                if gap.strip(b"\0") or len(gap) != member.offset - expected_offset:
+                    raise NetbuildError(f"{where}: bytes other than NUL padding from {expected_offset}")
+            if member.compression == "none" and member.offset % 4:
+                raise NetbuildError(f"{where}: an uncompressed archive must start at a multiple of 4")
             expected_offset = member.offset + member.size
             f.seek(member.offset)
             try:
-                _check_member(f, member, where)
+                _check_member(f, member, where, contents)
             except (CompressionError, CpioError) as e:
                 raise NetbuildError(f"{where}: {e}") from None
         if expected_offset != file_size:
             raise NetbuildError(f"self-check: {path.name}: {file_size - expected_offset} bytes after the last member")
+    if expect_store_paths is not None:
+        _compare_store_paths(path, contents.store_paths, set(expect_store_paths))
+    return contents
 
 
-def _check_member(f: BinaryIO, member: Member, where: str) -> None:
+def _check_member(f: BinaryIO, member: Member, where: str, contents: InitrdContents) -> None:
     window = _BoundedReader(f, member.size)
     if member.compression == "none":
         source: _BoundedReader | MemberReader = window
@@ -74,15 +116,38 @@ def _check_member(f: BinaryIO, member: Member, where: str) -> None:
             raise NetbuildError(f"{where}: starts like {found or 'nothing known'}, not {member.compression}")
         source = MemberReader(found, window)  # type: ignore[arg-type]
     plain = _HashingReader(source)
-    count = sum(1 for _ in read_archive(plain, file_data=False))  # type: ignore[arg-type]
-    if plain.read(1):
-        raise NetbuildError(f"{where}: data after the archive's trailer")
+    count = 0
+    for entry in read_archive(plain, file_data=False):  # type: ignore[arg-type]
+        count += 1
+        base = entry.name[len(_STORE_PREFIX) :] if entry.name.startswith(_STORE_PREFIX) else ""
+        if base and "/" not in base and base != _REGISTRATION:
+            contents.store_paths.add("/" + entry.name)
+    # NUL padding may follow the trailer (a stage 1 copied from a toplevel has it, and the kernel
+    # skips it); anything else would be a second archive the writer did not mean to put there.
+    while chunk := plain.read(1 << 16):
+        if chunk.strip(b"\0"):
+            raise NetbuildError(f"{where}: data after the archive's trailer")
     if isinstance(source, MemberReader) and (source.trailing or window.read(1)):
         raise NetbuildError(f"{where}: unexpected bytes after the compressed stream")
     if count != member.entries:
         raise NetbuildError(f"{where}: {count} entries read back, {member.entries} written")
     if plain.size != member.plain_size or plain.sha256.hexdigest() != member.plain_sha256:
         raise NetbuildError(f"{where}: the archive read back differs from the one written")
+    if member.sha256 is not None and window.sha256.hexdigest() != member.sha256:
+        raise NetbuildError(f"{where}: its bytes differ from those written (sha256)")
+    contents.entries += count
+
+
+def _compare_store_paths(path: Path, found: set[str], expected: set[str]) -> None:
+    missing = sorted(expected - found)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise NetbuildError(f"self-check: {path.name}: store path {missing[0]}{more} is in the closure but not in "
+                            "the initrd")
+    extra = sorted(found - expected)
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise NetbuildError(f"self-check: {path.name}: {extra[0]}{more} is in the initrd but not in the closure")
 
 
 def check_kernel(path: Path) -> None:
@@ -90,3 +155,109 @@ def check_kernel(path: Path) -> None:
         read_header_file(path)
     except BzImageError as e:
         raise NetbuildError(f"self-check: {e}") from None
+
+
+# --- `netbuild check OUT` ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutReport:
+    artifacts: int  # files checked against manifest.json and SHA256SUMS
+    members: int
+    entries: int
+    store_paths: int  # found in the initrd (0 for layouts that do not ship the store as files)
+
+
+def check_out(out: Path) -> OutReport:
+    """Everything netbuild's self-check proves about a fresh build, on an existing OUT."""
+    doc = _read_manifest(out)
+    artifacts = _manifest_field(doc, "artifacts", dict)
+    for name, expected in sorted(artifacts.items()):
+        _check_artifact(out, name, expected)
+    _check_sums(out, artifacts)
+    if "bzImage" in artifacts:
+        check_kernel(out / "bzImage")
+    initrd = _manifest_field(doc, "initrd", dict)
+    try:
+        members = [Member.from_json(m) for m in initrd["members"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise NetbuildError(f"{out / MANIFEST}: initrd.members is malformed ({e})") from None
+    expected_paths = None
+    if initrd.get("layout") == "initramfs":  # the store as files in the archive: every path must be there
+        closure = _manifest_field(doc, "closure", dict)
+        expected_paths = [str(p["path"]) for p in closure.get("storePaths", [])]
+    contents = check_initrd(out / "initrd", members, expect_store_paths=expected_paths)
+    return OutReport(len(artifacts) + 1, len(members), contents.entries, len(contents.store_paths))
+
+
+def _read_manifest(out: Path) -> dict[str, Any]:
+    path = out / MANIFEST
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise NetbuildError(f"{path}: no such file (is {out} a netbuild output directory?)") from None
+    except OSError as e:
+        raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NetbuildError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or "netbuild" not in doc:
+        raise NetbuildError(f"{path}: not a netbuild manifest")
+    return doc
+
+
+def _manifest_field(doc: dict[str, Any], name: str, kind: type) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind):
+        raise NetbuildError(f"{MANIFEST}: field {name!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        raise NetbuildError(f"{path}: missing (listed in {MANIFEST})") from None
+    except OSError as e:
+        raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
+    return size, sha.hexdigest()
+
+
+def _check_artifact(out: Path, name: str, expected: Any) -> None:
+    if "/" in name or name in ("", ".", ".."):
+        raise NetbuildError(f"{out / MANIFEST}: artifact name {name!r} is not a file name")
+    size, digest = _file_digest(out / name)
+    if not isinstance(expected, dict) or size != expected.get("size"):
+        raise NetbuildError(f"{out / name}: {size} bytes, but {MANIFEST} says {expected.get('size')}")
+    if digest != expected.get("sha256"):
+        raise NetbuildError(f"{out / name}: sha256 {digest}, but {MANIFEST} says {expected.get('sha256')}")
+
+
+def _check_sums(out: Path, artifacts: dict[str, Any]) -> None:
+    path = out / SUMS
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise NetbuildError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NetbuildError(f"{path}: cannot read ({e})") from None
+    listed: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or "/" in name:
+            raise NetbuildError(f"{path}: line {number} is not '<sha256>  <name>': {line!r}")
+        listed[name] = digest
+    expected_names = set(artifacts) | {MANIFEST}
+    if set(listed) != expected_names:
+        odd = sorted(set(listed) ^ expected_names)
+        raise NetbuildError(f"{path}: lists other files than {MANIFEST} and its artifacts ({', '.join(odd)})")
+    for name, digest in sorted(listed.items()):
+        if name in artifacts:
+            if digest != artifacts[name].get("sha256"):
+                raise NetbuildError(f"{path}: {name}'s sha256 differs from {MANIFEST}'s")
+        elif _file_digest(out / name)[1] != digest:
+            raise NetbuildError(f"{out / name}: sha256 differs from {SUMS}")

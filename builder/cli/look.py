@@ -2,6 +2,166 @@
 
 from __future__ import annotations
 
+import json
+import stat
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from builder.checks.selfcheck import check_out
+from builder.errors import NetbuildError
+from builder.look.diff import diff
+from builder.look.inspect import inspect_initrd
+from builder.look.sizes import OTHER, sizes_of
+from builder.look.treemap import treemap_html
+from builder.progress import human_bytes
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.command("check")
+@click.argument("out", type=_PATH, metavar="OUT")
+def check_command(out: Path) -> None:
+    """Re-check an existing OUT directory, as the build checks it before publishing.
+
+    Every artifact's size and sha256 against manifest.json and SHA256SUMS, the
+    bzImage header, and every initrd member decompressed and parsed record by
+    record, with the store paths found compared with the recorded closure.
+    Exit status 0 when all is well; one `error:` line otherwise.
+
+    \b
+    Examples:
+      netbuild check out/
+      netbuild check /srv/http/lab1/ && echo ready to serve
+    """
+    if not out.is_dir():
+        raise NetbuildError(f"{out}: not a directory (expected a netbuild OUT directory)")
+    report = check_out(out)
+    click.echo(f"{out}: ok: {report.artifacts} files match manifest.json and SHA256SUMS; initrd: {report.members} "
+               f"member{'s' if report.members != 1 else ''}, {report.entries} entries, "
+               f"{report.store_paths} store paths")
+
+
+@click.command("inspect")
+@click.argument("initrd", type=_PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print members and entries as JSON.")
+@click.option("--members", "members_only", is_flag=True, help="List only the members, not every entry.")
+def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
+    """List an initrd's members (offset, compression, sizes, entry count) and entries.
+
+    Reads any Linux initrd the way the kernel does: netbuild's, Debian's
+    (uncompressed early microcode, then the compressed main archive), NixOS's,
+    or one made by GNU cpio with any codec the kernel knows (gzip, zstd, xz,
+    lzma, bzip2, lz4 legacy; lzo through the `lzop` program). INITRD may also be
+    an OUT directory.
+
+    \b
+    Examples:
+      netbuild inspect out/initrd
+      netbuild inspect /boot/initrd.img-$(uname -r) --members
+      netbuild inspect out/ --json | jq '.entries[] | select(.size > 1000000)'
+    """
+    path = initrd / "initrd" if initrd.is_dir() else initrd
+    listing = inspect_initrd(path)
+    if as_json:
+        doc = listing.to_json()
+        if members_only:
+            del doc["entries"]
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    count = len(listing.members)
+    click.echo(f"{path}: {listing.size} bytes, {count} member{'s' if count != 1 else ''}, "
+               f"{len(listing.entries)} entries" + (f", {listing.padding} bytes of NUL padding" if listing.padding
+                                                    else ""))
+    click.echo(f"{'member':>6} {'offset':>12} {'size':>12} {'compression':<11} {'unpacked':>12} {'entries':>8}")
+    for m in listing.members:
+        click.echo(f"{m.index:>6} {m.offset:>12} {m.size:>12} {m.compression:<11} {m.plain_size:>12} {m.entries:>8}")
+    if members_only:
+        return
+    click.echo()
+    click.echo(f"{'mode':<10} {'size':>10}  name")
+    for e in listing.entries:
+        name = e.name + (f" -> {e.target}" if e.target is not None else "")
+        click.echo(f"{stat.filemode(e.mode):<10} {e.size:>10}  {name}")
+
+
+@click.command("diff")
+@click.argument("a", type=_PATH)
+@click.argument("b", type=_PATH)
+@click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
+def diff_command(a: Path, b: Path, as_json: bool) -> None:
+    """Compare two initrds or two OUT directories by store path.
+
+    Lists the store paths added, removed and changed (same name, new hash),
+    with their unpacked sizes, and the total difference.
+
+    \b
+    Examples:
+      netbuild diff old-out/ out/
+      netbuild diff /srv/http/lab1/initrd out/initrd --json
+    """
+    old, new = sizes_of(a), sizes_of(b)
+    changes = diff(old, new)
+    if as_json:
+        click.echo(json.dumps({"a": old.source, "b": new.source, "unpackedDelta": new.total - old.total,
+                               "initrdDelta": new.initrd_bytes - old.initrd_bytes,
+                               "changes": [c.to_json() for c in changes]}, indent=2, ensure_ascii=False))
+        return
+    for c in changes:
+        if c.kind == "changed":
+            assert c.old is not None and c.new is not None
+            click.echo(f"~ {c.name}: {human_bytes(c.old.size)} → {human_bytes(c.new.size)} ({_signed(c.delta)})\n"
+                       f"    {c.old.path}\n    {c.new.path}")
+        elif c.kind == "added":
+            assert c.new is not None
+            click.echo(f"+ {c.new.path} ({human_bytes(c.new.size)})")
+        else:
+            assert c.old is not None
+            click.echo(f"- {c.old.path} ({human_bytes(c.old.size)})")
+    summary = {kind: sum(1 for c in changes if c.kind == kind) for kind in ("added", "removed", "changed")}
+    click.echo(f"{summary['added']} added, {summary['removed']} removed, {summary['changed']} changed; unpacked "
+               f"{_signed(new.total - old.total)}, initrd {_signed(new.initrd_bytes - old.initrd_bytes)}")
+
+
+def _signed(delta: int) -> str:
+    return ("+" if delta >= 0 else "-") + human_bytes(abs(delta))
+
+
+@click.command("size")
+@click.argument("target", type=_PATH, metavar="OUT|INITRD")
+@click.option("--html", "html_file", type=_PATH, metavar="FILE",
+              help="Also write a self-contained HTML page with a treemap of the store paths by size.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sizes as JSON.")
+@click.option("-n", "--top", type=click.IntRange(min=1), default=None, help="Show only the N largest.")
+def size_command(target: Path, html_file: Path | None, as_json: bool, top: int | None) -> None:
+    """Which store paths take the space in an initrd, largest first.
+
+    Sizes are the bytes each store path unpacks to (file data and symlink
+    targets). With --html, a page that works offline shows them as a treemap.
+
+    \b
+    Examples:
+      netbuild size out/
+      netbuild size out/ --top 10 --html size.html && xdg-open size.html
+    """
+    sizes = sizes_of(target)
+    if html_file is not None:
+        try:
+            html_file.write_text(treemap_html(sizes), encoding="utf-8")
+        except OSError as e:
+            raise NetbuildError(f"{html_file}: cannot write: {e.strerror}") from None
+    shown = sizes.paths[:top] if top else sizes.paths
+    if as_json:
+        click.echo(json.dumps({"source": sizes.source, "initrdBytes": sizes.initrd_bytes, "unpacked": sizes.total,
+                               "paths": [{"path": p.path, "size": p.size, "entries": p.files} for p in shown]},
+                              indent=2, ensure_ascii=False))
+        return
+    total = sizes.total or 1
+    for p in shown:
+        click.echo(f"{human_bytes(p.size):>10} {100 * p.size / total:5.1f}%  {p.path}")
+    count = sum(p.path != OTHER for p in sizes.paths)
+    click.echo(f"{human_bytes(sizes.total):>10} unpacked in {count} store paths; initrd "
+               f"{human_bytes(sizes.initrd_bytes)}" + (f"; treemap: {html_file}" if html_file else ""))
+
+
+COMMANDS: list[click.Command] = [check_command, inspect_command, diff_command, size_command]

@@ -231,9 +231,10 @@ class _Reader:
             raise CpioError(f"offset {offset}: non-NUL bytes in the padding after {what}")
 
 
-def _parse_header(header: bytes, offset: int) -> dict[str, int]:
+def _parse_header(header: bytes, offset: int, accept_crc: bool = False) -> dict[str, int]:
     magic = header[:6]
-    if magic != MAGIC:
+    crc = accept_crc and magic == CRC_MAGIC
+    if magic != MAGIC and not crc:
         if magic == CRC_MAGIC:
             raise CpioError(f"offset {offset}: cpio 'crc' format (070702); only newc (070701) is read")
         raise CpioError(f"offset {offset}: bad cpio magic {magic!r}, expected {MAGIC!r}")
@@ -243,24 +244,26 @@ def _parse_header(header: bytes, offset: int) -> dict[str, int]:
         if not _HEX_FIELD.fullmatch(raw):
             raise CpioError(f"offset {offset}: field {field_name} is not 8 hex digits: {raw!r}")
         fields[field_name] = int(raw, 16)
-    if fields["check"] != 0:
+    if fields["check"] != 0 and not crc:  # in the "crc" format it is a checksum of the data
         raise CpioError(f"offset {offset}: check field is {fields['check']:#x}, newc requires 0")
     if fields["namesize"] < 2:
         raise CpioError(f"offset {offset}: namesize {fields['namesize']} leaves no name")
     return fields
 
 
-def read_archive(stream: BinaryIO, *, file_data: bool = True) -> Iterator[CpioEntry]:
+def read_archive(stream: BinaryIO, *, file_data: bool = True, accept_crc: bool = False) -> Iterator[CpioEntry]:
     """The entries of one newc archive, up to its TRAILER!!! (not yielded).
 
     Leaves the stream right after the trailer's padding, where a following archive may begin.
     With file_data=False regular files' contents are read past, not kept (their `data` is b''),
     so that checking a large archive takes constant memory; symlink targets are always kept.
+    accept_crc=True also reads the "crc" variant (070702), which the kernel unpacks too: for
+    looking at initrds netbuild did not make.
     """
     reader = _Reader(stream)
     while True:
         offset = reader.start + reader.position
-        fields = _parse_header(reader.read(HEADER_SIZE, "a header"), offset)
+        fields = _parse_header(reader.read(HEADER_SIZE, "a header"), offset, accept_crc)
         raw_name = reader.read(fields["namesize"], "a name")
         if raw_name[-1:] != b"\0" or b"\0" in raw_name[:-1]:
             raise CpioError(f"offset {offset}: name {raw_name!r} is not NUL-terminated at namesize")

@@ -116,7 +116,8 @@ def test_check_present_names_the_missing_path(tmp_path) -> None:  # type: ignore
         StoreFS(tmp_path).check_present(closure)
 
 
-def test_plan_refuses_an_init_whose_link_leaves_the_closure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_preflight_refuses_an_init_whose_link_leaves_the_closure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from builder.checks.preflight import preflight
     from builder.plan import Options, make_plan
     from builder.recipe import load_recipe
 
@@ -125,6 +126,6 @@ def test_plan_refuses_an_init_whose_link_leaves_the_closure(tmp_path) -> None:  
     (top / "init").symlink_to("/bin/sh")  # a host program: would be missing at boot
     kernel = sorted(Path("/boot").glob("vmlinuz-*"))[-1]  # make install puts Debian's kernel there
     closure = Closure([StorePath(A, None, None, ())], source="x")
-    with pytest.raises(NetbuildError, match=r"--init .*/init is not inside /nix/store \(it leads to /bin/sh\)"):
-        make_plan(closure, load_recipe("netboot"),
-                  Options(store_root=tmp_path, kernel=kernel, init=f"{A}/init"))
+    plan = make_plan(closure, load_recipe("netboot"), Options(store_root=tmp_path, kernel=kernel, init=f"{A}/init"))
+    with pytest.raises(NetbuildError, match=r"--init .*/init is not in the image: /bin is outside /nix/store"):
+        preflight(plan)

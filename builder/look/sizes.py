@@ -1,0 +1,87 @@
+"""Which store paths an initrd (or an OUT directory) holds, and how many bytes each takes unpacked."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.closure import STORE_DIR
+from builder.errors import NetbuildError
+from builder.look.inspect import Listing, inspect_initrd
+
+_PREFIX = STORE_DIR.lstrip("/") + "/"
+OTHER = "(outside the store)"  # the skeleton, a stage 1, the registration: everything not in a store path
+
+
+@dataclass(frozen=True)
+class StorePathSize:
+    path: str  # /nix/store/…, or OTHER
+    size: int  # bytes of file data and symlink targets
+    files: int  # entries
+
+    @property
+    def name(self) -> str:
+        """The part after the hash ("busybox"), what a person recognises."""
+        base = self.path.rsplit("/", 1)[-1]
+        return base.split("-", 1)[1] if "-" in base and self.path != OTHER else base
+
+
+@dataclass(frozen=True)
+class Sizes:
+    source: str  # what was read, for the report
+    initrd_bytes: int  # the initrd file as shipped (compressed)
+    paths: list[StorePathSize]  # largest first, then by path
+
+    @property
+    def total(self) -> int:
+        return sum(p.size for p in self.paths)
+
+
+def initrd_of(target: Path) -> Path:
+    """An initrd file, or the initrd of an OUT directory."""
+    if target.is_dir():
+        initrd = target / "initrd"
+        if not initrd.is_file():
+            raise NetbuildError(f"{target}: a directory without an initrd (expected a netbuild OUT directory)")
+        return initrd
+    if not target.exists():
+        raise NetbuildError(f"{target}: no such file or directory")
+    return target
+
+
+def sizes_of_listing(listing: Listing) -> list[StorePathSize]:
+    sizes: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    for entry in listing.entries:
+        owner = OTHER
+        if entry.name.startswith(_PREFIX):
+            base = entry.name[len(_PREFIX) :].split("/", 1)[0]
+            if base != "nix-path-registration":
+                owner = f"{STORE_DIR}/{base}"
+        data = entry.size if stat.S_ISREG(entry.mode) or stat.S_ISLNK(entry.mode) else 0
+        sizes[owner] += data
+        counts[owner] += 1
+    return sorted((StorePathSize(p, sizes[p], counts[p]) for p in sizes), key=lambda s: (-s.size, s.path))
+
+
+def sizes_of(target: Path) -> Sizes:
+    """Per store path, from the initrd's own entries; for an OUT whose initrd does not hold the store
+    as files (a squashfs layout), from the NAR sizes manifest.json records."""
+    initrd = initrd_of(target)
+    listing = inspect_initrd(initrd)
+    paths = sizes_of_listing(listing)
+    if target.is_dir() and all(p.path == OTHER for p in paths):
+        paths = sorted(_from_manifest(target) + paths, key=lambda s: (-s.size, s.path))
+        return Sizes(f"{target}/manifest.json (NAR sizes)", listing.size, paths)
+    return Sizes(str(initrd), listing.size, paths)
+
+
+def _from_manifest(out: Path) -> list[StorePathSize]:
+    try:
+        doc = json.loads((out / "manifest.json").read_bytes())
+        return [StorePathSize(str(p["path"]), int(p["narSize"]), 0) for p in doc["closure"]["storePaths"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NetbuildError(f"{out}/manifest.json: cannot read the closure's sizes ({e})") from None
