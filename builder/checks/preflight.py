@@ -299,7 +299,10 @@ def check_store_files(plan: BootPlan, warnings: list[str]) -> None:
     """No file of 4 GiB or more; and, uncompressed, an archive that fits below initrd_addr_max —
     both known from the file sizes alone, before minutes of packing."""
     archive = 0
+    estimate = plan.compression.name == "none"
     for sp in plan.closure:
+        if not estimate and sp.nar_size is not None and sp.nar_size <= MAX_FILE_SIZE:
+            continue  # no file is larger than its store path's NAR: nothing to look at (rebuilds stay fast)
         disk_root = plan.store.disk_path(sp.path)
         for disk, st in _files(disk_root):
             name = sp.path + os.fsdecode(disk)[len(os.fsdecode(disk_root)) :]
