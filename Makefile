@@ -16,9 +16,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # lz4, lzop, bzip2: every compressor the kernel knows, for `netbuild inspect`'s tests
 # patchelf, binutils: ELF test programs with a chosen RUNPATH, and readelf to check ours against
 # chromium: renders `netbuild size --html` headless in the tests
+# kmod: modinfo/modprobe/depmod, the reference for the stage 1's module resolution
 APT_PACKAGES := qemu-system-x86 ipxe-qemu ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
 	nix-bin cpio zstd xz-utils gzip libarchive13 libarchive-tools jq \
-	lz4 lzop bzip2 patchelf binutils chromium
+	lz4 lzop bzip2 patchelf binutils chromium kmod
 
 .PHONY: install system venv test lint demo bench clean
 

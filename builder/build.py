@@ -19,7 +19,7 @@ from builder.layouts import layout_module
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import Recipe
-from builder.writers import ipxe, manifest, params
+from builder.writers import ipxe, manifest, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.initrd import Progress
 from builder.writers.members import InitrdResult
@@ -104,6 +104,12 @@ def _write_all(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
         ),
+        runqemu.NAME: runqemu.run_qemu_script(
+            toplevel=plan.toplevel,
+            description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
+            initrd_bytes=(staging / "initrd").stat().st_size,
+            unpacked_bytes=initrd.plain_size,
+        ),
     }
     for name, data in files.items():
         (staging / name).write_bytes(data)
@@ -128,5 +134,6 @@ def _write_all(
     artifacts[manifest.MANIFEST_NAME] = manifest.file_digest(staging / manifest.MANIFEST_NAME)
     (staging / manifest.SUMS_NAME).write_bytes(manifest.sha256sums(artifacts))
     for path in staging.iterdir():
-        path.chmod(ARTIFACT_MODE)  # independent of the umask: OUT is served to other machines
+        # Independent of the umask: OUT is served to other machines. run-qemu alone is a program.
+        path.chmod(runqemu.MODE if path.name == runqemu.NAME else ARTIFACT_MODE)
     return initrd, artifacts

@@ -16,13 +16,21 @@ from typing import Any
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, CompressionError, parse_compression
 from builder.resources import data_dir
+from builder.writers.squashfs import SquashfsCompression, SquashfsSpecError, parse_squashfs_compression
 
 RECIPES_DIR = data_dir("recipes")
 DEFAULT_RECIPE = "netboot"
-LAYOUTS = ("initramfs",)
+LAYOUTS = ("initramfs", "squashfs")
 INIT_PARAMETERS = ("rdinit", "init")
+# Where the squashfs layout's stage 1 comes from: the toplevel's `initrd` when it has one (auto),
+# always the toplevel's, or always netbuild's built-in one.
+STAGE1_SOURCES = ("auto", "toplevel", "builtin")
+# The init parameter each layout needs: the store is in the initramfs, or mounted by a stage 1.
+_LAYOUT_INIT_PARAMETER = {"initramfs": "rdinit", "squashfs": "init"}
 
-_FIELDS = {"description", "layout", "compress", "init_parameter", "kernel_params"}
+_FIELDS = {"description", "layout", "compress", "init_parameter", "kernel_params", "squashfs_compress", "stage1"}
+_SQUASHFS_FIELDS = ("squashfs_compress", "stage1")
+DEFAULT_SQUASHFS_COMPRESS = "zstd:19"  # as nixpkgs' netboot.squashfsCompression
 
 
 @dataclass(frozen=True)
@@ -34,9 +42,11 @@ class Recipe:
     init_parameter: str
     kernel_params: tuple[str, ...]
     sha256: str  # of the recipe file's bytes, recorded in the manifest
+    squashfs_compression: SquashfsCompression | None = None  # layout "squashfs" only
+    stage1: str | None = None  # layout "squashfs" only: one of STAGE1_SOURCES
 
     def settings(self) -> dict[str, Any]:
-        return {
+        settings: dict[str, Any] = {
             "name": self.name,
             "sha256": self.sha256,
             "layout": self.layout,
@@ -44,6 +54,10 @@ class Recipe:
             "init_parameter": self.init_parameter,
             "kernel_params": list(self.kernel_params),
         }
+        if self.layout == "squashfs":
+            settings["squashfs_compress"] = str(self.squashfs_compression)
+            settings["stage1"] = self.stage1
+        return settings
 
 
 def builtin_recipes() -> list[Path]:
@@ -85,12 +99,32 @@ def load_recipe(name_or_file: str) -> Recipe:
     layout = field("layout", str, "initramfs")
     if layout not in LAYOUTS:
         raise NetbuildError(f"recipe {where}: field 'layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    init_parameter = field("init_parameter", str, "rdinit")
+    init_parameter = field("init_parameter", str, _LAYOUT_INIT_PARAMETER[layout])
     if init_parameter not in INIT_PARAMETERS:
         raise NetbuildError(
             f"recipe {where}: field 'init_parameter' must be one of {', '.join(INIT_PARAMETERS)}, "
             f"got {init_parameter!r}"
         )
+    if layout == "squashfs" and init_parameter != "init":
+        # rdinit= would run the system's init straight from the initramfs, where /nix/store is empty.
+        raise NetbuildError(f"recipe {where}: field 'init_parameter' must be 'init' with layout 'squashfs' "
+                            "(its stage 1 mounts the store, then runs init=)")
+    squashfs_compression, stage1 = None, None
+    if layout == "squashfs":
+        spec = field("squashfs_compress", str, DEFAULT_SQUASHFS_COMPRESS)
+        try:
+            squashfs_compression = parse_squashfs_compression(spec)
+        except SquashfsSpecError as e:
+            raise NetbuildError(f"recipe {where}: field 'squashfs_compress': {e}") from None
+        stage1 = field("stage1", str, "auto")
+        if stage1 not in STAGE1_SOURCES:
+            raise NetbuildError(
+                f"recipe {where}: field 'stage1' must be one of {', '.join(STAGE1_SOURCES)}, got {stage1!r}"
+            )
+    else:
+        for key in _SQUASHFS_FIELDS:
+            if key in doc:
+                raise NetbuildError(f"recipe {where}: field {key!r} applies only to layout 'squashfs'")
     try:
         compression = parse_compression(field("compress", str, "zstd:10"))
     except CompressionError as e:
@@ -106,4 +140,6 @@ def load_recipe(name_or_file: str) -> Recipe:
         init_parameter=init_parameter,
         kernel_params=tuple(params),
         sha256=hashlib.sha256(raw).hexdigest(),
+        squashfs_compression=squashfs_compression,
+        stage1=stage1,
     )

@@ -23,8 +23,8 @@ MAIN_HELP = """Turn a Nix store-path closure into netboot artifacts.
   netbuild CLOSURE.json -o OUT/          the main job (CLOSURE '-' reads stdin)
   nix path-info --json -r $sys | netbuild - -o out/
 
-OUT receives bzImage, initrd, kernel-params, netboot.ipxe, registration,
-store-paths, total-nar-size, manifest.json and SHA256SUMS. Run
+OUT receives bzImage, initrd, kernel-params, netboot.ipxe, run-qemu,
+registration, store-paths, total-nar-size, manifest.json and SHA256SUMS. Run
 `netbuild build --help` for the build options, `netbuild recipes` for the
 built-in recipes.
 """

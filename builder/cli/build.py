@@ -158,8 +158,7 @@ def _summary(result: BuildResult, paths: int) -> None:
         reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
     click.echo(f"{out}/: {paths} store paths, initrd {human_bytes(artifacts['initrd'][0])} ({result.plan.compression}, "
                f"{human_bytes(initrd.plain_size)} unpacked{reused}), bzImage {human_bytes(artifacts['bzImage'][0])}")
-    click.echo(f"try it: qemu-system-x86_64 -m 1024 -kernel {out}/bzImage -initrd {out}/initrd "
-               f"-append \"$(cat {out}/kernel-params)\"")
+    click.echo(f"try it: {out}/run-qemu   (or: netbuild boot {out} --via http)")
 
 
 @click.command("recipes")

@@ -1,34 +1,27 @@
 """iPXE scripts rendered from templates in the repository's `ipxe/` directory.
 
-Templates use @name@ placeholders (as nixpkgs' substituteAll does) because iPXE itself owns the
-`${…}` syntax: `${cmdline}` must reach iPXE untouched.
+Templates use @name@ placeholders (builder.writers.template) because iPXE itself owns the `${…}`
+syntax: `${cmdline}` must reach iPXE untouched.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 
 from builder.errors import NetbuildError
 from builder.resources import data_dir
+from builder.writers.template import Values, substitute
 
 TEMPLATES_DIR = data_dir("ipxe")
-_PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 
-def render(template: str, values: dict[str, str]) -> bytes:
+def render(template: str, values: Values) -> bytes:
     path = TEMPLATES_DIR / template
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NetbuildError(f"iPXE template {path} is missing") from None
-
-    def substitute(match: re.Match[str]) -> str:
-        key = match.group(1)
-        if key not in values:
-            raise NetbuildError(f"iPXE template {template}: unknown placeholder @{key}@")
-        return values[key]
-
-    return _PLACEHOLDER.sub(substitute, text).encode()
+    return substitute(text, values, template=template).encode()
 
 
 def base_prefix(base_url: str | None) -> str:
@@ -47,4 +40,12 @@ def netboot_script(*, cmdline: str, base_url: str | None, toplevel: str | None, 
             "toplevel": toplevel or "the closure",
             "description": description,
         },
+    )
+
+
+def chain_script(*, target: str, settings: Sequence[tuple[str, str]]) -> bytes:
+    """A one-boot script: set iPXE variables (e.g. cmdline), then chain-load `target`."""
+    return render(
+        "boot-chain.ipxe",
+        {"target": target, "setting": [{"name": name, "value": value} for name, value in settings]},
     )

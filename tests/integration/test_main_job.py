@@ -22,6 +22,7 @@ EXPECTED_FILES = {
     "initrd",
     "kernel-params",
     "netboot.ipxe",
+    "run-qemu",
     "registration",
     "store-paths",
     "total-nar-size",
@@ -56,7 +57,8 @@ def test_out_holds_the_expected_files(built_out: Path, system_closure) -> None: 
     assert {p.name for p in built_out.iterdir()} == EXPECTED_FILES
     # Served to other machines over HTTP/TFTP: readable by all, whatever the builder's umask.
     assert stat.S_IMODE(built_out.stat().st_mode) == 0o755
-    assert {stat.S_IMODE(p.stat().st_mode) for p in built_out.iterdir()} == {0o644}
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in built_out.iterdir()}
+    assert modes == {name: 0o755 if name == "run-qemu" else 0o644 for name in EXPECTED_FILES}
     params = (built_out / "kernel-params").read_text()
     assert params.startswith(f"rdinit={system_closure.toplevel}/init ")
     assert "console=ttyS0" in params  # from the toplevel's kernel-params

@@ -1,0 +1,254 @@
+"""The squashfs layout (nixpkgs' netboot layout): a stage 1, then the store as a squashfs image.
+
+    initrd = stage 1 archive(s) · NUL padding to 4 · plain cpio holding /nix-store.squashfs
+
+The stage 1 mounts the image on /nix/.ro-store, a tmpfs on /nix/.rw-store and an overlay of the two
+on /nix/store, then switches to init= (see builder/stage1/init.sh). It is, per the recipe's `stage1`:
+
+- the toplevel's own `initrd` (a NixOS system's stage 1 knows this convention), copied byte for
+  byte — "auto" takes it whenever the toplevel has one;
+- otherwise netbuild's built-in stage 1: BusyBox from the closure (or --busybox), the modules
+  loop/squashfs/overlay and their dependencies from the toplevel's kernel-modules (or --modules),
+  compressed like any initrd member (--compress / the recipe's `compress`).
+
+The image is already compressed (the recipe's `squashfs_compress`), so its archive is not compressed
+again. Every refusal happens in prepare(), before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.closure import STORE_DIR, StoreFS
+from builder.errors import NetbuildError
+from builder.formats.compress import Compression, open_compressor
+from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
+from builder.plan import BootPlan
+from builder.stage1.archive import write_stage1
+from builder.stage1.busybox import busybox_from_closure, busybox_from_file
+from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
+from builder.stage1.toplevel import ToplevelStage1, read_members
+from builder.writers.members import InitrdResult, Member
+from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, write_image
+
+IMAGE_NAME = "nix-store.squashfs"  # where nixpkgs' netboot stage 1 looks for it
+IMAGE_MODE = 0o444
+_CHUNK = 1 << 20
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class BuiltinStage1:
+    busybox: Path  # on this machine
+    busybox_origin: str  # the store path of the binary, or "--busybox FILE"
+    modules: list[KernelModule]  # load order
+    modules_origin: str
+    release: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    stage1: ToplevelStage1 | BuiltinStage1
+    squashfs: SquashfsCompression
+
+
+def prepare(plan: BootPlan) -> Prepared:
+    recipe = plan.recipe
+    assert recipe.squashfs_compression is not None and recipe.stage1 is not None  # the recipe loader sets both
+    if not mksquashfs_available():
+        raise NetbuildError("mksquashfs is not installed, and the squashfs layout needs it "
+                            "(Debian: apt-get install squashfs-tools)")
+    own = _toplevel_initrd_path(plan)
+    builtin_options = [name for name, value in (("--busybox", plan.options.busybox),
+                                                ("--modules", plan.options.modules)) if value is not None]
+    stage1: ToplevelStage1 | BuiltinStage1
+    if recipe.stage1 == "toplevel" or (recipe.stage1 == "auto" and own is not None):
+        if own is None:
+            raise NetbuildError(f"recipe {recipe.name}: stage1 = \"toplevel\", but "
+                                f"{plan.toplevel or 'the closure (no toplevel)'} has no `initrd`")
+        if builtin_options:
+            verb = "apply" if len(builtin_options) > 1 else "applies"
+            raise NetbuildError(
+                f"{' and '.join(builtin_options)} {verb} only to netbuild's built-in stage 1, but the toplevel's "
+                f"own initrd {own} is used; drop it, or use a recipe with stage1 = \"builtin\""
+            )
+        stage1 = _toplevel_stage1(plan, own)
+    else:
+        stage1 = _builtin_stage1(plan)
+    return Prepared(stage1=stage1, squashfs=recipe.squashfs_compression)
+
+
+def _in_closure(plan: BootPlan, path: str, what: str) -> str:
+    """Follow path's symlinks under the store root; the result must belong to the closure."""
+    resolved = plan.store.resolve(path)
+    owner = "/".join(resolved.split("/")[:4])
+    if not resolved.startswith(STORE_DIR + "/") or owner not in plan.closure:
+        raise NetbuildError(f"{what} {path} leads to {resolved}, which is not in the closure")
+    return resolved
+
+
+def _toplevel_initrd_path(plan: BootPlan) -> str | None:
+    if plan.toplevel is None:
+        return None
+    path = f"{plan.toplevel}/initrd"
+    return path if os.path.lexists(plan.store.disk_path(path)) else None
+
+
+def _toplevel_stage1(plan: BootPlan, path: str) -> ToplevelStage1:
+    resolved = _in_closure(plan, path, "the toplevel's initrd")
+    disk = plan.store.disk_path(resolved)
+    if not disk.is_file():
+        raise NetbuildError(f"the toplevel's initrd {resolved} is not a regular file")
+    members = read_members(disk, f"the toplevel's initrd {resolved}")
+    return ToplevelStage1(store_path=resolved, disk=disk, size=disk.stat().st_size, members=members)
+
+
+def _builtin_stage1(plan: BootPlan) -> BuiltinStage1:
+    release = plan.kernel.header.release
+    if not release:
+        raise NetbuildError(f"{plan.kernel.origin} has no version string, so its modules cannot be matched to it")
+    if plan.options.busybox is not None:
+        busybox, busybox_origin = busybox_from_file(plan.options.busybox), f"--busybox {plan.options.busybox}"
+    else:
+        busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store)
+    tree = _modules_tree(plan, release)
+    modules = resolve_modules(tree, STAGE1_MODULES, release)
+    return BuiltinStage1(busybox=busybox, busybox_origin=busybox_origin, modules=modules,
+                         modules_origin=tree.label, release=release)
+
+
+def _modules_tree(plan: BootPlan, release: str) -> ModulesTree:
+    given = plan.options.modules
+    if given is not None:
+        directory = Path(os.path.abspath(given))
+        if not directory.is_dir():
+            raise NetbuildError(f"--modules {given} does not exist or is not a directory")
+        nested = directory / "lib" / "modules" / release  # a kernel-modules-shaped directory
+        chosen = nested if nested.is_dir() else directory
+        return ModulesTree(f"--modules {chosen}", str(chosen), StoreFS(Path("/")))
+    link = f"{plan.toplevel}/kernel-modules" if plan.toplevel is not None else None
+    if link is None or not os.path.lexists(plan.store.disk_path(link)):
+        where = "the toplevel has no kernel-modules" if link else "there is no toplevel with kernel-modules"
+        raise NetbuildError(
+            f"the built-in stage 1 loads {', '.join(STAGE1_MODULES)} as kernel modules, but {where}; "
+            f"pass --modules DIR (e.g. /lib/modules/{release})"
+        )
+    resolved = _in_closure(plan, link, "the toplevel's kernel-modules")
+    tree = f"{resolved}/lib/modules/{release}"
+    if not plan.store.disk_path(tree).is_dir():
+        base = plan.store.disk_path(f"{resolved}/lib/modules")
+        present = sorted(os.listdir(base)) if base.is_dir() else []
+        raise NetbuildError(
+            f"the toplevel's kernel-modules {resolved} has no lib/modules/{release} for the kernel to boot "
+            f"(it has: {', '.join(present) or 'nothing'})"
+        )
+    return ModulesTree(tree, tree, plan.store)
+
+
+class _MemberSink:
+    """Counts and hashes a member's plain stream on its way to the compressor."""
+
+    def __init__(self, forward: Callable[[bytes], None]) -> None:
+        self._forward = forward
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+        self._forward(data)
+
+
+def _write_member(
+    dest: BinaryIO, role: str, compression: Compression, jobs: int, fill: Callable[[CpioWriter], None]
+) -> Member:
+    """One archive, written by fill, compressed as one member."""
+    start = dest.tell()
+    compressor = open_compressor(compression, dest.write, threads=jobs)
+    sink = _MemberSink(compressor.write)
+    cpio = CpioWriter(sink.write)
+    fill(cpio)
+    cpio.trailer()
+    compressor.close()
+    return Member(role=role, offset=start, size=dest.tell() - start, compression=compression.name,
+                  plain_size=sink.size, plain_sha256=sink.sha256.hexdigest(), entries=cpio.entries)
+
+
+def _copy_toplevel_stage1(dest: BinaryIO, stage1: ToplevelStage1) -> list[Member]:
+    start = dest.tell()
+    copied = 0
+    with open(stage1.disk, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            dest.write(chunk)
+            copied += len(chunk)
+    if copied != stage1.size:
+        raise NetbuildError(f"the toplevel's initrd {stage1.store_path} changed size while being copied")
+    return [
+        Member(role=m.role, offset=start + m.offset, size=m.size, compression=m.compression,
+               plain_size=m.plain_size, plain_sha256=m.plain_sha256, entries=m.entries)
+        for m in stage1.members
+    ]
+
+
+def _image_dir(dest: BinaryIO) -> str | None:
+    """Beside the initrd being written (OUT's staging directory) rather than a possibly small /tmp."""
+    name = getattr(dest, "name", None)
+    if isinstance(name, str) and os.path.isdir(os.path.dirname(os.path.abspath(name))):
+        return os.path.dirname(os.path.abspath(name))
+    return None
+
+
+def _write_image_member(dest: BinaryIO, image: Path) -> Member:
+    size = image.stat().st_size
+    if size > MAX_FILE_SIZE:
+        raise NetbuildError(f"the squashfs image is {size} bytes, and a cpio archive cannot hold a file of 4 GiB "
+                            "or more (nor would the kernel load such an initrd)")
+
+    def fill(cpio: CpioWriter) -> None:
+        cpio.regular(IMAGE_NAME, IMAGE_MODE, size)
+        with open(image, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                cpio.data(chunk)
+
+    return _write_member(dest, "squashfs", Compression("none", None), 1, fill)
+
+
+def write(
+    dest: BinaryIO,
+    plan: BootPlan,
+    prepared: Prepared,
+    *,
+    progress: Progress | None,
+    log: Callable[[str], None],
+) -> InitrdResult:
+    stage1 = prepared.stage1
+    if isinstance(stage1, ToplevelStage1):
+        log(f"stage 1: the toplevel's own initrd {stage1.store_path} ({len(stage1.members)} archives), as is")
+        members = _copy_toplevel_stage1(dest, stage1)
+    else:
+        names = ", ".join(m.name for m in stage1.modules) or "none (built in)"
+        log(f"stage 1: netbuild's built-in ({plan.compression}), BusyBox {stage1.busybox_origin}, "
+            f"modules {names} from {stage1.modules_origin}")
+        builtin = stage1
+
+        def fill(cpio: CpioWriter) -> None:
+            write_stage1(cpio, busybox=builtin.busybox, modules=builtin.modules, release=builtin.release)
+
+        members = [_write_member(dest, "stage1", plan.compression, plan.jobs, fill)]
+    dest.write(b"\0" * (-dest.tell() % 4))  # a plain archive must start 4-aligned; the kernel skips NULs
+
+    log(f"squashfs: {len(plan.closure)} store paths ({prepared.squashfs})")
+    with tempfile.TemporaryDirectory(prefix=".squashfs-", dir=_image_dir(dest)) as tmp:
+        image = Path(tmp) / IMAGE_NAME
+        made = write_image(image, closure=plan.closure, store=plan.store, compression=prepared.squashfs,
+                           jobs=plan.jobs, progress=progress)
+        log(f"squashfs: {image.stat().st_size} bytes in {made.seconds:.1f} s")
+        members.append(_write_image_member(dest, image))
+    return InitrdResult(verified=made.verified, members=members, registration=made.registration)

@@ -1,0 +1,298 @@
+"""Boot an OUT directory in QEMU the ways a machine would boot it, and watch the serial console.
+
+- direct: QEMU loads bzImage and initrd itself (`-kernel/-initrd/-append "$(cat kernel-params)"`).
+- tftp: QEMU's user network serves the directory over TFTP and hands out the script as the DHCP
+  boot file; the NIC's iPXE ROM runs DHCP, fetches the script, then the kernel and initrd.
+- http: netbuild's own HTTP server (builder.run.serve) on the host's loopback; the DHCP boot file is
+  `http://10.0.2.2:PORT/<script>`, 10.0.2.2 being the host as the guest sees it.
+
+Each with SeaBIOS (default) or OVMF (UEFI). Extra kernel parameters (--append) reach an iPXE boot
+the way a menu would pass them, through iPXE's ${cmdline}: a small chain script, rendered from
+ipxe/boot-chain.ipxe, sets it (and any --set variables) and chain-loads the directory's script.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
+
+from builder.errors import NetbuildError
+from builder.run.accel import choose_accelerator
+from builder.run.console import ConsoleWatcher, Ending, Outcome
+from builder.run.memory import recommended_memory_mib
+from builder.run.serve import Server
+from builder.writers.ipxe import chain_script
+
+QEMU = "qemu-system-x86_64"
+VIAS = ("direct", "tftp", "http")
+GUEST_HOST = "10.0.2.2"  # the host, as a guest on QEMU's user network reaches it
+CHAIN_SCRIPT = "netbuild-boot.ipxe"
+IMAGE_LINK = "image"  # the directory, as the chain script's TFTP root names it
+DEFAULT_SCRIPT = "netboot.ipxe"
+DIRECT_FILES = ("bzImage", "initrd", "kernel-params")
+STOP_GRACE_S = 5.0
+# OVMF as distributions install it: (code, variables template). Debian/Ubuntu first.
+OVMF_CANDIDATES = (
+    (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
+    (Path("/usr/share/OVMF/OVMF_CODE.fd"), Path("/usr/share/OVMF/OVMF_VARS.fd")),
+    (Path("/usr/share/edk2/ovmf/OVMF_CODE.fd"), Path("/usr/share/edk2/ovmf/OVMF_VARS.fd")),
+    (Path("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd"), Path("/usr/share/edk2-ovmf/x64/OVMF_VARS.fd")),
+)
+_SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    via: str = "direct"
+    uefi: bool = False
+    script: str = DEFAULT_SCRIPT  # the iPXE script to boot (tftp, http), relative to the directory
+    expect: str | None = None
+    timeout: float | None = None
+    memory_mib: int | None = None  # None: enough for the initrd (builder.run.memory)
+    cpus: int = 1
+    append: str = ""
+    settings: tuple[tuple[str, str], ...] = ()  # iPXE variables set before the script runs
+    qemu_args: tuple[str, ...] = ()
+    accel: str = "auto"
+    http_port: int = 0  # 0: any free port
+    interactive: bool = False  # the terminal types into the guest (and Ctrl-A X quits QEMU)
+    qemu: str = QEMU
+    ovmf: tuple[Path, Path] | None = None  # (code, vars template); None: the distribution's
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything one boot needs, prepared: the QEMU command and what it relies on."""
+
+    command: list[str]
+    accel: str
+    server: Server | None = None  # --via http
+
+
+def boot(
+    directory: Path,
+    options: BootOptions,
+    *,
+    console: BinaryIO | None = None,
+    errors: BinaryIO | None = None,
+    log: Log = lambda _: None,
+) -> Outcome:
+    """Boot and watch. Returns the Outcome of a good boot (QEMU exited 0, or --expect seen);
+    raises NetbuildError, with the reason in one line, for anything else."""
+    console = console if console is not None else sys.stdout.buffer
+    errors = errors if errors is not None else sys.stderr.buffer
+    _check_options(directory, options)
+    with prepared_launch(directory, options, log=log) as launch:
+        log(f"booting {directory} via {options.via} ({'UEFI' if options.uefi else 'BIOS'}, {launch.accel.upper()}, "
+            f"{_memory(directory, options)} MiB)")
+        log("$ " + " ".join(_shell_quote(a) for a in launch.command))
+        try:
+            proc = subprocess.Popen(
+                launch.command,
+                stdin=None if options.interactive else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as e:
+            raise NetbuildError(f"cannot run {options.qemu}: {e.strerror}") from None
+        try:
+            watcher = ConsoleWatcher(proc, sink=console, error_sink=errors, expect=options.expect,
+                                     timeout=options.timeout)
+            outcome = watcher.watch()
+        finally:
+            _stop(proc)
+        _judge(outcome, options, proc.returncode, watcher.stderr)
+        return outcome
+
+
+def _judge(outcome: Outcome, options: BootOptions, status: int, stderr: bytes) -> None:
+    expect = options.expect
+    waiting = f" before {expect!r} appeared" if expect is not None else ""
+    last = outcome.tail.splitlines()[-1:] or ["(nothing)"]
+    context = f"; last console line: {last[0][:200]!r}"
+    if outcome.ending is Ending.EXPECTED:
+        return
+    if outcome.ending is Ending.PANIC:
+        raise NetbuildError(f"the kernel panicked{waiting}: {outcome.detail or 'no reason given'}")
+    if outcome.ending is Ending.NOTHING_TO_BOOT:
+        raise NetbuildError(f"nothing booted{waiting}: the firmware says {outcome.detail!r}")
+    if outcome.ending is Ending.TIMEOUT:
+        raise NetbuildError(f"timed out after {options.timeout:g} s{waiting}" + context)
+    # Ending.EXITED
+    if status != 0:
+        err_lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+        why = err_lines[-1].strip() if err_lines else f"exit status {status}"
+        raise NetbuildError(f"QEMU failed (status {status}){waiting}: {why}")
+    if expect is not None:
+        raise NetbuildError(f"the guest stopped (QEMU exited){waiting}" + context)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()  # SIGTERM: QEMU restores the terminal it may have put in raw mode
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _check_options(directory: Path, options: BootOptions) -> None:
+    if options.via not in VIAS:
+        raise NetbuildError(f"--via {options.via!r}: choose one of {', '.join(VIAS)}")
+    if not directory.is_dir():
+        raise NetbuildError(f"{directory}: not a directory")
+    if options.via == "direct":
+        for name in DIRECT_FILES:
+            if not (directory / name).is_file():
+                raise NetbuildError(f"{directory / name}: missing; --via direct boots {', '.join(DIRECT_FILES)}")
+        if options.settings:
+            raise NetbuildError("--set sets iPXE variables: it needs --via tftp or --via http")
+        if options.script != DEFAULT_SCRIPT:
+            raise NetbuildError("--script names the iPXE script to boot: it needs --via tftp or --via http")
+    else:
+        if Path(options.script).is_absolute() or ".." in Path(options.script).parts:
+            raise NetbuildError(f"--script {options.script}: must be a path inside {directory}")
+        script = directory / options.script
+        if not script.is_file():
+            raise NetbuildError(f"{script}: missing; --via {options.via} boots this iPXE script (see --script)")
+    for name, value in options.settings:
+        if not _SETTING_NAME.fullmatch(name):
+            raise NetbuildError(f"--set {name}=…: not an iPXE setting name")
+        if "\n" in value or "\r" in value:
+            raise NetbuildError(f"--set {name}=…: the value must be one line")
+    if "\n" in options.append:
+        raise NetbuildError("--append: kernel parameters must be one line")
+
+
+@contextmanager
+def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda _: None) -> Iterator[Launch]:
+    """The QEMU command for `options`, with its temporary files and HTTP server alive while in use."""
+    directory = directory.resolve()
+    if shutil.which(options.qemu) is None:
+        raise NetbuildError(f"{options.qemu} not found; install QEMU (Debian: qemu-system-x86)")
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="netbuild-boot-")))
+        accel = choose_accelerator(options.accel, options.qemu, log)
+        command = [options.qemu, "-accel", accel, *_machine(options, directory, tmp)]
+        server = None
+        if options.via == "direct":
+            command += _network(None, None, boot=False)
+            params = (directory / "kernel-params").read_text(encoding="utf-8").strip()
+            command += ["-kernel", str(directory / "bzImage"), "-initrd", str(directory / "initrd"),
+                        "-append", " ".join(p for p in (params, options.append.strip()) if p)]
+        else:
+            script_url = "/".join(quote(part) for part in Path(options.script).parts)
+            if options.via == "http":
+                server = stack.enter_context(
+                    Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
+                ).start()
+                target = f"http://{GUEST_HOST}:{server.port}/{script_url}"
+                log(f"serving {directory} at {server.url} (the guest's {target})")
+            else:
+                target = script_url
+            settings = _settings(options)
+            if settings:
+                # A root of our own: the chain script beside a link to the directory.
+                root = tmp / "tftp"
+                root.mkdir()
+                if options.via == "tftp":
+                    (root / IMAGE_LINK).symlink_to(directory)
+                    target = f"{IMAGE_LINK}/{target}"
+                (root / CHAIN_SCRIPT).write_bytes(chain_script(target=target, settings=settings))
+                command += _network(root, CHAIN_SCRIPT, boot=True)
+            elif options.via == "tftp":
+                command += _network(directory, target, boot=True)
+            else:
+                command += _network(None, target, boot=True)
+        command += list(options.qemu_args)
+        yield Launch(command=command, accel=accel, server=server)
+
+
+def _settings(options: BootOptions) -> list[tuple[str, str]]:
+    settings = list(options.settings)
+    if options.append.strip():
+        settings.append(("cmdline", options.append.strip()))  # netboot.ipxe ends its kernel line with ${cmdline}
+    return settings
+
+
+def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
+    args = [
+        "-m", str(_memory(directory, options)),
+        "-smp", str(options.cpus),
+        "-no-reboot",  # a reboot (panic=-1, a failed boot) ends QEMU instead of looping
+        "-display", "none",
+        "-monitor", "none",
+        "-serial", "mon:stdio" if options.interactive else "stdio",
+    ]  # fmt: skip
+    if options.uefi:
+        code, vars_template = options.ovmf or find_ovmf()
+        variables = tmp / "OVMF_VARS.fd"  # the firmware writes its variables: never the shared template
+        shutil.copyfile(vars_template, variables)
+        args += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={variables}"]
+    else:
+        args += ["-machine", "graphics=off"]  # SeaBIOS and iPXE write to the serial console too
+    return args
+
+
+def _network(tftp_root: Path | None, bootfile: str | None, *, boot: bool) -> list[str]:
+    netdev = "user,id=net0"
+    if tftp_root is not None:
+        netdev += f",tftp={_qemu_option_value(str(tftp_root))}"
+    if bootfile is not None:
+        netdev += f",bootfile={_qemu_option_value(bootfile)}"
+    device = "virtio-net-pci,netdev=net0" + (",bootindex=1" if boot else "")
+    return ["-netdev", netdev, "-device", device]
+
+
+def _qemu_option_value(value: str) -> str:
+    return value.replace(",", ",,")  # QEMU's option syntax doubles a comma inside a value
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    for code, variables in OVMF_CANDIDATES:
+        if code.is_file() and variables.is_file():
+            return code, variables
+    raise NetbuildError(f"UEFI firmware not found (looked for {OVMF_CANDIDATES[0][0]} and others); "
+                        "install OVMF (Debian: ovmf)")
+
+
+def _memory(directory: Path, options: BootOptions) -> int:
+    if options.memory_mib is not None:
+        return options.memory_mib
+    return default_memory_mib(directory)
+
+
+def default_memory_mib(directory: Path) -> int:
+    """Enough for the directory's initrd: from manifest.json when netbuild wrote it, else its size."""
+    initrd = directory / "initrd"
+    try:
+        initrd_bytes = initrd.stat().st_size
+    except OSError:
+        return recommended_memory_mib(0, 0)
+    try:
+        manifest = json.loads((directory / "manifest.json").read_bytes())
+        unpacked = sum(int(m["uncompressedSize"]) for m in manifest["initrd"]["members"])
+    except (OSError, ValueError, KeyError, TypeError):
+        unpacked = 4 * initrd_bytes  # a guess at the compression ratio, generous on purpose
+    return recommended_memory_mib(initrd_bytes, unpacked)
+
+
+def _shell_quote(arg: str) -> str:
+    return arg if re.fullmatch(r"[A-Za-z0-9_./:=,+@%-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"

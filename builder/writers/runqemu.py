@@ -1,0 +1,30 @@
+"""`run-qemu`: a bash script in OUT that boots OUT in QEMU without netbuild (like NixOS's run-*-vm).
+
+Rendered from builder/run/run-qemu.sh. It reads kernel-params at run time, so the script and the
+parameters cannot disagree; what it carries is the default memory, sized for this initrd.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.errors import NetbuildError
+from builder.run.memory import recommended_memory_mib
+from builder.writers.template import substitute
+
+NAME = "run-qemu"
+MODE = 0o755  # executable, unlike every other artifact
+TEMPLATE = Path(__file__).resolve().parent.parent / "run" / "run-qemu.sh"
+
+
+def run_qemu_script(*, toplevel: str | None, description: str, initrd_bytes: int, unpacked_bytes: int) -> bytes:
+    try:
+        text = TEMPLATE.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NetbuildError(f"template {TEMPLATE} is missing") from None
+    values = {
+        "description": description,
+        "toplevel": toplevel or "(no toplevel: a closure booted with --kernel and --init)",
+        "memory": str(recommended_memory_mib(initrd_bytes, unpacked_bytes)),
+    }
+    return substitute(text, values, template=TEMPLATE.name).encode()

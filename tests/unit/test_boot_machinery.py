@@ -1,0 +1,157 @@
+"""The parts of `netbuild boot` below QEMU's console: how the console is watched (fed by real
+processes that print what firmware and kernels print), the QEMU command line of every path, the
+accelerator probe (run under TCG: the tests never touch /dev/kvm), memory sizing and byte ranges."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from builder.run.accel import accelerator_runs, choose_accelerator
+from builder.run.console import ConsoleWatcher, Ending, clean
+from builder.run.memory import recommended_memory_mib
+from builder.run.qemu import CHAIN_SCRIPT, IMAGE_LINK, BootOptions, prepared_launch
+from builder.run.serve import parse_range
+
+# Writes its argv[1:] to stdout one by one, pausing between them, then sleeps for argv[0] seconds.
+_PRINTER = "import sys, time\nfor part in sys.argv[2:]:\n    sys.stdout.buffer.write(part.encode('latin-1')" \
+           ".decode('unicode_escape').encode('latin-1')); sys.stdout.flush(); time.sleep(0.05)\n" \
+           "sys.stderr.write('from stderr\\n'); time.sleep(float(sys.argv[1]))\n"
+
+
+def _watch(*parts: str, expect: str | None = None, timeout: float | None = 10, linger: float = 0):  # type: ignore[no-untyped-def]
+    proc = subprocess.Popen([sys.executable, "-c", _PRINTER, str(linger), *parts], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    sink, errors = io.BytesIO(), io.BytesIO()
+    try:
+        outcome = ConsoleWatcher(proc, sink=sink, error_sink=errors, expect=expect, timeout=timeout).watch()
+    finally:
+        proc.kill()
+        proc.wait()
+    return outcome, sink.getvalue(), errors.getvalue()
+
+
+def test_expect_is_found_across_writes_and_escapes() -> None:
+    # Firmware draws text with cursor movements; the marker arrives cut in pieces, escapes between.
+    outcome, raw, _ = _watch("SeaBIOS\\r\\n\\x1b[25;1HNETB", "\\x1b[25;5HUILD-", "BOOT-OK\\r\\n", linger=30,
+                             expect="NETBUILD-BOOT-OK")
+    assert outcome.ending is Ending.EXPECTED and outcome.elapsed < 10
+    assert raw == b"SeaBIOS\r\n\x1b[25;1HNETB\x1b[25;5HUILD-BOOT-OK\r\n"  # passed through untouched
+
+
+def test_an_escape_cut_between_reads_is_still_removed() -> None:
+    outcome, _, _ = _watch("a\\x1b", "[2Jb\\x1b[", "?7lc\\n", expect="abc", linger=30)
+    assert outcome.ending is Ending.EXPECTED
+
+
+def test_panic_is_reported_with_its_reason() -> None:
+    outcome, _, _ = _watch("[ 1.0] Kernel panic - not syncing: ", "VFS: Unable to mount root fs\\r\\n", linger=30,
+                           expect="NEVER")
+    assert (outcome.ending, outcome.detail) == (Ending.PANIC, "VFS: Unable to mount root fs")
+
+
+def test_exit_timeout_and_nothing_to_boot() -> None:
+    outcome, _, errors = _watch("booted\\n", expect="NEVER")
+    assert outcome.ending is Ending.EXITED and outcome.tail == "booted"
+    assert errors == b"from stderr\n"  # QEMU's own messages are passed on
+    outcome, _, _ = _watch("slow\\n", expect="NEVER", timeout=1, linger=30)
+    assert outcome.ending is Ending.TIMEOUT and 1 <= outcome.elapsed < 5
+    for printed, reason in [
+        (["No bootable device.\\r\\n"], "No bootable device."),  # SeaBIOS
+        # iPXE gave up; the line comes in two writes and is reported whole
+        (["Could not boot image: No such file ", "(http://ipxe.org/2d0c613b)\\r\\nmore\\n"],
+         "Could not boot image: No such file (http://ipxe.org/2d0c613b)"),
+        (["UEFI Interactive Shell v2.2\\r\\n"], "UEFI Interactive Shell"),  # OVMF fell through to its shell
+    ]:
+        outcome, _, _ = _watch(*printed, expect="NEVER", linger=30)
+        assert outcome.ending is Ending.NOTHING_TO_BOOT and outcome.detail == reason, printed
+
+
+def test_clean() -> None:
+    assert clean(b"\x1bc\x1b[?7l\x1b[2J\x1b[0;1miPXE\x1b[0m ok\r\n") == "iPXE ok\n"
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, data in (("bzImage", b"k"), ("initrd", b"i" * 1000), ("kernel-params", b"rdinit=/init quiet\n"),
+                       ("netboot.ipxe", b"#!ipxe\n")):
+        (out / name).write_bytes(data)
+    return out
+
+
+def _value(command: list[str], option: str) -> str:
+    return command[command.index(option) + 1]
+
+
+def test_direct_command(out_dir: Path) -> None:
+    with prepared_launch(out_dir, BootOptions(accel="tcg", append="x=1", memory_mib=700, cpus=2)) as launch:
+        cmd = launch.command
+        assert cmd[:3] == ["qemu-system-x86_64", "-accel", "tcg"]
+        assert (_value(cmd, "-m"), _value(cmd, "-smp"), _value(cmd, "-machine")) == ("700", "2", "graphics=off")
+        assert _value(cmd, "-kernel") == str(out_dir / "bzImage") and _value(cmd, "-append") == "rdinit=/init quiet x=1"
+        assert "-no-reboot" in cmd and "bootindex=1" not in _value(cmd, "-device")
+
+
+def test_tftp_command_serves_out_or_a_chain_script(out_dir: Path) -> None:
+    with prepared_launch(out_dir, BootOptions(via="tftp", accel="tcg")) as launch:
+        assert _value(launch.command, "-netdev") == f"user,id=net0,tftp={out_dir},bootfile=netboot.ipxe"
+        assert _value(launch.command, "-device") == "virtio-net-pci,netdev=net0,bootindex=1"
+    options = BootOptions(via="tftp", accel="tcg", append="quiet", settings=(("netbuild-image", "b"),))
+    with prepared_launch(out_dir, options) as launch:
+        netdev = _value(launch.command, "-netdev")
+        root = Path(netdev.split("tftp=")[1].split(",")[0])
+        assert netdev.endswith(f",bootfile={CHAIN_SCRIPT}")
+        assert (root / IMAGE_LINK).resolve() == out_dir.resolve()
+        script = (root / CHAIN_SCRIPT).read_text()
+        assert "\nset netbuild-image b\nset cmdline quiet\nchain image/netboot.ipxe\n" in script
+    assert not root.exists()  # temporary files go with the boot
+
+
+def test_http_and_uefi_command(out_dir: Path) -> None:
+    with prepared_launch(out_dir, BootOptions(via="http", uefi=True, accel="tcg")) as launch:
+        assert launch.server is not None
+        port = launch.server.port
+        assert _value(launch.command, "-netdev") == f"user,id=net0,bootfile=http://10.0.2.2:{port}/netboot.ipxe"
+        drives = [launch.command[i + 1] for i, a in enumerate(launch.command) if a == "-drive"]
+        assert drives[0].startswith("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE")
+        variables = Path(drives[1].split("file=")[1])
+        assert variables.read_bytes() == Path("/usr/share/OVMF/OVMF_VARS_4M.fd").read_bytes()  # a private copy
+        assert "graphics=off" not in launch.command
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/netboot.ipxe", timeout=10) as response:
+            assert response.read() == b"#!ipxe\n"
+
+
+def test_default_memory_follows_the_initrd() -> None:
+    assert recommended_memory_mib(0, 0) == 512
+    assert recommended_memory_mib(14 << 20, 17 << 20) == 512
+    assert recommended_memory_mib(200 << 20, 800 << 20) == 1408  # 384 + 1000, rounded up to 128 MiB
+
+
+def test_accelerator_probe_runs_under_tcg() -> None:
+    assert accelerator_runs("qemu-system-x86_64", "tcg") == (True, "")
+    works, why = accelerator_runs("qemu-system-x86_64", "no-such-accel")
+    assert not works and "no-such-accel" in why
+    notes: list[str] = []
+    assert choose_accelerator("tcg", "qemu-system-x86_64", notes.append) == "tcg" and notes == []
+
+
+@pytest.mark.parametrize(
+    ("header", "span"),
+    [("bytes=0-0", (0, 0)), ("bytes=0-", (0, 99)), ("bytes=-1", (99, 99)), ("bytes=-500", (0, 99)),
+     ("bytes=90-200", (90, 99)), ("bytes=0-1,5-6", None), ("items=0-1", None), ("bytes=-", None)],
+)
+def test_parse_range(header: str, span: tuple[int, int] | None) -> None:
+    assert parse_range(header, 100) == span
+
+
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=5-4", "bytes=-0"])
+def test_parse_range_unsatisfiable(header: str) -> None:
+    with pytest.raises(ValueError):
+        parse_range(header, 100)
