@@ -57,6 +57,19 @@ class StorePath:
     def name(self) -> str:
         return self.basename.split("-", 1)[1]
 
+    def verified(self, digest: bytes, size: int) -> VerifiedPath:
+        """This path with the NAR hash and size read from disk, if they agree with what the closure says."""
+        if self.nar_hash is not None and self.nar_hash != digest:
+            raise NetbuildError(
+                f"{self.path}: NAR hash mismatch: the closure says {format_nix32(self.nar_hash)}, the files on "
+                f"disk hash to {format_nix32(digest)} (was the path modified, or is the JSON from another store?)"
+            )
+        if self.nar_size is not None and self.nar_size != size:
+            raise NetbuildError(
+                f"{self.path}: NAR size mismatch: the closure says {self.nar_size}, the files on disk give {size}"
+            )
+        return VerifiedPath(self.path, digest, size, self.references)
+
 
 @dataclass(frozen=True, slots=True)
 class VerifiedPath:

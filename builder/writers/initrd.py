@@ -38,7 +38,6 @@ from builder.formats.compress import Compression, CompressionError
 from builder.formats.cpio import TRAILER_NAME, CpioError, CpioWriter, read_archive
 from builder.formats.members import StreamingMember, codec_version, compress_member, decompressed_pieces
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
-from builder.formats.nixhash import format_nix32
 from builder.malloc import use_mmap_for_large_buffers
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Member
@@ -261,16 +260,7 @@ def pack_store_path(
         digest, size = hasher.finish()
     except (NarError, CpioError, OSError) as e:
         raise _store_error(sp, e) from None
-    if sp.nar_hash is not None and sp.nar_hash != digest:
-        raise NetbuildError(
-            f"{sp.path}: NAR hash mismatch: the closure says {format_nix32(sp.nar_hash)}, the files on disk "
-            f"hash to {format_nix32(digest)} (was the path modified, or is the JSON from another store?)"
-        )
-    if sp.nar_size is not None and sp.nar_size != size:
-        raise NetbuildError(
-            f"{sp.path}: NAR size mismatch: the closure says {sp.nar_size}, the files on disk give {size}"
-        )
-    return VerifiedPath(sp.path, digest, size, sp.references)
+    return sp.verified(digest, size)
 
 
 def write_skeleton(cpio: CpioWriter, init: str) -> None:

@@ -33,7 +33,6 @@ from typing import IO
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
 from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
-from builder.formats.nixhash import format_nix32
 from builder.writers.registration import registration
 
 MKSQUASHFS = "mksquashfs"
@@ -179,16 +178,7 @@ def _stream_store_path(
         if e.filename is None:
             raise  # the pipe to mksquashfs, not the store: the caller reports it
         raise NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}") from None
-    if sp.nar_hash is not None and sp.nar_hash != digest:
-        raise NetbuildError(
-            f"{sp.path}: NAR hash mismatch: the closure says {format_nix32(sp.nar_hash)}, the files on disk "
-            f"hash to {format_nix32(digest)} (was the path modified, or is the JSON from another store?)"
-        )
-    if sp.nar_size is not None and sp.nar_size != size:
-        raise NetbuildError(
-            f"{sp.path}: NAR size mismatch: the closure says {sp.nar_size}, the files on disk give {size}"
-        )
-    return VerifiedPath(sp.path, digest, size, sp.references)
+    return sp.verified(digest, size)
 
 
 def write_image(
