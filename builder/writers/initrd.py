@@ -24,200 +24,34 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from builder.cache import CacheEntry, EntryWriter, SegmentCache, cache_key
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
-from builder.formats.compress import Compression, CompressionError
-from builder.formats.cpio import TRAILER_NAME, CpioError, CpioWriter, read_archive
-from builder.formats.members import StreamingMember, codec_version, compress_member, decompressed_pieces
+from builder.formats.compress import Compression
+from builder.formats.cpio import CpioError, CpioWriter
+from builder.formats.members import codec_version
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
 from builder.malloc import use_mmap_for_large_buffers
+from builder.writers import frames
+from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Member
 from builder.writers.registration import registration
 
-CHUNK = 1 << 20
-FRAME_TARGET = 16 << 20  # plain bytes per member: < 1% larger than one stream at zstd -10
 GROUP_TARGET = 16 << 20  # plain bytes per cached group, on average
 WRITER_FORMAT = 1  # bump when the bytes written for the same input change
 REGISTRATION_NAME = "nix/store/nix-path-registration"
 # Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
 # copy of the store happens to carry (umask, a cp without -p) is not part of the path's identity.
 DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
-_HEADER_SIZE = 110
 
 Progress = Callable[[int, int], None]  # (store paths done, bytes of the closure done)
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One finished member, checked: compressed bytes in memory or in a spooled file."""
-
-    data: bytes | IO[bytes]
-    size: int
-    plain_size: int
-    plain_sha256: str
-    entries: int
-    sha256: str
-
-    def chunks(self) -> Iterator[bytes]:
-        if isinstance(self.data, bytes):
-            yield self.data
-            return
-        self.data.seek(0)
-        while chunk := self.data.read(CHUNK):
-            yield chunk
-        self.data.close()
-
-    def describe(self) -> dict[str, Any]:
-        return {"size": self.size, "plain_size": self.plain_size, "plain_sha256": self.plain_sha256,
-                "entries": self.entries, "sha256": self.sha256}
-
-
-def _entry_size(name: bytes, data_size: int) -> int:
-    header = _HEADER_SIZE + len(name) + 1
-    return header + (-header % 4) + data_size + (-data_size % 4)
-
-
-_TRAILER_SIZE = _entry_size(TRAILER_NAME.encode(), 0)
-
-
-class _MemoryReader:
-    """read() over a buffer without copying it whole (io.BytesIO would copy a bytearray)."""
-
-    def __init__(self, data: bytes | bytearray) -> None:
-        self._view = memoryview(data)
-        self._position = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else min(len(self._view), self._position + size)
-        out = bytes(self._view[self._position : end])
-        self._position = end
-        return out
-
-    def tell(self) -> int:
-        return self._position
-
-
-def check_member(
-    codec: str, chunks: Iterator[bytes], plain: bytes | bytearray | None, plain_size: int, plain_sha256: str,
-    entries: int,
-) -> None:
-    """Decompress a member anew and confirm it is exactly the archive meant (size and sha256 of the
-    plain bytes), and that the archive is well formed: every record parsed, one trailer, nothing
-    after it. `plain`, when the caller still holds it, is parsed instead of a second decompression.
-    Raises CompressionError, CpioError or ValueError."""
-    digest = hashlib.sha256()
-    size = 0
-    for piece in decompressed_pieces(codec, chunks):
-        digest.update(piece)
-        size += len(piece)
-    if size != plain_size or digest.hexdigest() != plain_sha256:
-        raise ValueError("the member read back differs from the archive written")
-    if plain is None:
-        return
-    stream = _MemoryReader(plain)
-    count = sum(1 for _ in read_archive(stream, file_data=False))  # type: ignore[arg-type]
-    if stream.read(1):
-        raise ValueError("data after the archive's trailer")
-    if count != entries:
-        raise ValueError(f"{count} entries read back, {entries} written")
-
-
-def _compress_checked(comp: Compression, plain: bytearray, entries: int) -> Frame:
-    plain_sha256 = hashlib.sha256(plain).hexdigest()
-    data = compress_member(comp, plain)
-    pieces = (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))  # bounded decompression output
-    try:
-        check_member(comp.name, pieces, plain, len(plain), plain_sha256, entries)
-    except (CompressionError, CpioError, ValueError) as e:
-        raise NetbuildError(f"self-check: a {comp.name} member failed to read back: {e}") from None
-    return Frame(data, len(data), len(plain), plain_sha256, entries, hashlib.sha256(data).hexdigest())
-
-
-class _StreamedFrame:
-    """A member holding one entry too large for memory: compressed into a spooled file as written."""
-
-    def __init__(self, comp: Compression, plain_size: int) -> None:
-        self._comp = comp
-        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=FRAME_TARGET)  # noqa: SIM115
-        self._compressed = hashlib.sha256()
-        self.compressed_size = 0
-        self._member = StreamingMember(comp, plain_size, self._sink)
-        self.plain_sha256 = hashlib.sha256()
-        self.plain_size = 0
-        self.cpio = CpioWriter(self._write)
-
-    def _sink(self, data: bytes) -> None:
-        self.file.write(data)
-        self._compressed.update(data)
-        self.compressed_size += len(data)
-
-    def _write(self, data: bytes) -> None:
-        self.plain_sha256.update(data)
-        self.plain_size += len(data)
-        self._member.write(data)
-
-    def finish(self) -> Frame:
-        self.cpio.trailer()
-        self._member.close()
-        self.file.seek(0)
-        plain_sha256 = self.plain_sha256.hexdigest()
-        # Small input pieces bound what one decompress call returns: a file of zeros compresses
-        # several-thousandfold, and this member's plain size is unbounded.
-        chunks = iter(lambda: self.file.read(256), b"")
-        try:
-            # One entry, written just now by CpioWriter; its structure is checked with the rest by
-            # `netbuild check`. Here: the compressed bytes give back exactly the plain ones.
-            check_member(self._comp.name, chunks, None, self.plain_size, plain_sha256, 1)
-        except (CompressionError, CpioError, ValueError) as e:
-            raise NetbuildError(f"self-check: a {self._comp.name} member failed to read back: {e}") from None
-        return Frame(self.file, self.compressed_size, self.plain_size, plain_sha256, 1, self._compressed.hexdigest())
-
-
-class _FrameBuilder:
-    """Cuts one group's entries into members of at most FRAME_TARGET plain bytes."""
-
-    def __init__(self, comp: Compression, emit: Callable[[Callable[[], Frame]], None]) -> None:
-        self._comp = comp
-        self._emit = emit  # receives a job that produces the member; the caller decides where it runs
-        self._buffer = bytearray()
-        self._cpio: CpioWriter | None = None
-        self._streamed: _StreamedFrame | None = None
-
-    def writer_for(self, entry_size: int) -> CpioWriter:
-        """The archive the next entry goes to, cutting a member first if it would not fit."""
-        fits = entry_size + _TRAILER_SIZE <= FRAME_TARGET
-        if self._cpio is not None and (not fits or self._cpio.offset + entry_size + _TRAILER_SIZE > FRAME_TARGET):
-            self.finish()
-        if not fits:
-            self._streamed = _StreamedFrame(self._comp, entry_size + _TRAILER_SIZE)
-            return self._streamed.cpio
-        if self._cpio is None:
-            self._buffer = bytearray()
-            self._cpio = CpioWriter(self._buffer.extend)
-        return self._cpio
-
-    def entry_done(self) -> None:
-        if self._streamed is not None:
-            frame = self._streamed.finish()
-            self._streamed = None
-            self._emit(lambda: frame)
-
-    def finish(self) -> None:
-        if self._cpio is None:
-            return
-        cpio, buffer, comp = self._cpio, self._buffer, self._comp
-        self._cpio = None
-        cpio.trailer()
-        self._emit(lambda: _compress_checked(comp, buffer, cpio.entries))
 
 
 def _store_error(sp: StorePath, e: Exception) -> NetbuildError:
@@ -232,11 +66,11 @@ def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, has
                read_bytes: Callable[[int], None]) -> None:  # fmt: skip
     raw = os.fsencode(name)
     if node.kind is NodeKind.DIRECTORY:
-        cpio_for(_entry_size(raw, 0)).directory(name, DIR_MODE)
+        cpio_for(entry_size(raw, 0)).directory(name, DIR_MODE)
     elif node.kind is NodeKind.SYMLINK:
-        cpio_for(_entry_size(raw, len(node.target))).symlink(name, node.target)
+        cpio_for(entry_size(raw, len(node.target))).symlink(name, node.target)
     else:
-        cpio = cpio_for(_entry_size(raw, node.size))
+        cpio = cpio_for(entry_size(raw, node.size))
         cpio.regular(name, EXEC_MODE if node.executable else FILE_MODE, node.size)
         for chunk in read_contents(node, CHUNK):
             cpio.data(chunk)
@@ -245,7 +79,7 @@ def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, has
 
 
 def pack_store_path(
-    frames: _FrameBuilder, sp: StorePath, store: StoreFS, read_bytes: Callable[[int], None]
+    builder: FrameBuilder, sp: StorePath, store: StoreFS, read_bytes: Callable[[int], None]
 ) -> VerifiedPath:
     """Write one store path into the group's members and return its NAR hash and size as read."""
     root = store.disk_path(sp.path)
@@ -255,8 +89,8 @@ def pack_store_path(
         for node in walk(root):
             hasher.node(node)
             name = f"{arc_root}/{node.relpath}" if node.relpath else arc_root
-            _pack_node(frames.writer_for, node, name, hasher, read_bytes)
-            frames.entry_done()
+            _pack_node(builder.writer_for, node, name, hasher, read_bytes)
+            builder.entry_done()
         digest, size = hasher.finish()
     except (NarError, CpioError, OSError) as e:
         raise _store_error(sp, e) from None
@@ -274,14 +108,6 @@ def write_skeleton(cpio: CpioWriter, init: str) -> None:
     for mount_point in ("proc", "run", "sys"):
         cpio.directory(mount_point, 0o755)
     cpio.directory("tmp", 0o1777)
-
-
-def _single_member(comp: Compression, fill: Callable[[CpioWriter], None]) -> Frame:
-    buffer = bytearray()
-    cpio = CpioWriter(buffer.extend)
-    fill(cpio)
-    cpio.trailer()
-    return _compress_checked(comp, buffer, cpio.entries)
 
 
 # --- the cache's view of a group -------------------------------------------------------------
@@ -308,7 +134,7 @@ def _group_key(comp: Compression, identities: list[list[Any]]) -> str:
         "writer": WRITER_FORMAT,
         "codec": str(comp),
         "codec_version": codec_version(comp.name),
-        "frame_target": FRAME_TARGET,
+        "frame_target": frames.FRAME_TARGET,
         "chunk": CHUNK,
         "paths": identities,
     })
@@ -420,13 +246,13 @@ class _Assembler:
     def _pack(self, group: _Group, submit: Callable[[_Group, Callable[[], Frame]], None]) -> None:
         if self.cache is not None and group.key is not None:
             group.writer = self.cache.writer(group.key)
-        frames = _FrameBuilder(self.out.comp, lambda job: submit(group, job))
+        builder = FrameBuilder(self.out.comp, lambda job: submit(group, job))
 
         def read(n: int) -> None:
             self.report(0, n)
 
-        group.verified = [pack_store_path(frames, sp, self.store, read) for sp in group.paths]
-        frames.finish()
+        group.verified = [pack_store_path(builder, sp, self.store, read) for sp in group.paths]
+        builder.finish()
 
     def drain(self, *, block: bool, one: bool = False) -> None:
         while self.queue:
@@ -497,7 +323,7 @@ def write_initrd(
         sized.append((sp.path, size))
 
     out = _Output(dest, compression)
-    out.frame("skeleton", _single_member(compression, lambda cpio: write_skeleton(cpio, init)))
+    out.frame("skeleton", single_member(compression, lambda cpio: write_skeleton(cpio, init)))
     done_paths = done_bytes = 0
 
     def report(n_paths: int, n_bytes: int) -> None:
@@ -522,7 +348,7 @@ def write_initrd(
 
     verified = [v for group in groups for v in group.verified]
     reg = registration(verified)
-    out.frame("registration", _single_member(compression, lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg)))
+    out.frame("registration", single_member(compression, lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg)))
     reused = None
     if cache is not None:
         cache.prune()

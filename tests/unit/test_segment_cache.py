@@ -16,6 +16,7 @@ from builder.closure import Closure, StoreFS, StorePath
 from builder.errors import NetbuildError
 from builder.formats.compress import parse_compression
 from builder.formats.nar import hash_path
+from builder.writers import frames
 
 
 def _commit(cache: SegmentCache, key: str, blob: bytes) -> None:
@@ -108,7 +109,7 @@ def _closure(root: Path, paths: list[str]) -> Closure:
 def small_groups(monkeypatch: pytest.MonkeyPatch) -> None:
     # Many groups and members from a small store: the same code paths as a big closure.
     monkeypatch.setattr(initrd_writer, "GROUP_TARGET", 30_000)
-    monkeypatch.setattr(initrd_writer, "FRAME_TARGET", 20_000)
+    monkeypatch.setattr(frames, "FRAME_TARGET", 20_000)
 
 
 def _write(root: Path, closure: Closure, cache: SegmentCache | None, jobs: int = 2) -> tuple[bytes, object]:
