@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.formats.bzimage import SECTOR
-from builder.formats.compress import CompressionError, decompress_all, detect
+from builder.formats.compress import CompressionError, detect
+from builder.formats.framed import decompress_all
 
 IKCFG_START = b"IKCFG_ST"
 IKCFG_END = b"IKCFG_ED"

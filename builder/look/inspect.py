@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import NetbuildError
-from builder.formats.compress import CompressionError, FramedMemberReader, MemberReader, detect, open_member
+from builder.formats.compress import CompressionError, MemberReader, detect
 from builder.formats.cpio import CpioError, read_archive
+from builder.formats.framed import FramedMemberReader, open_member
 
 _SCAN = 1 << 16
 
