@@ -10,9 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
 
+from builder.cache import SegmentCache
 from builder.checks.preflight import check_initrd_size, preflight
 from builder.checks.selfcheck import check_initrd, check_kernel
-from builder.checks.written import check_written_members
+from builder.checks.written import DamagedMembers, check_written_members
 from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import layout_module
@@ -77,6 +78,38 @@ def build(
     return BuildResult(out=out, plan=plan, initrd=result[0], artifacts=result[1], warnings=warnings)
 
 
+def _write_initrd(
+    plan: BootPlan,
+    layout: ModuleType,
+    prepared: object,
+    path: Path,
+    progress: Progress | None,
+    log: Callable[[str], None],
+) -> tuple[InitrdResult, tuple[int, str]]:
+    """Write the initrd and check it: its (size, sha256). Members copied from the cache are checked
+    here, where they land; if any differ from what the cache recorded, those entries are dropped
+    and the initrd written once more (packing those groups afresh), so a damaged entry is never
+    shipped and costs one rewrite."""
+    for attempt in (1, 2):
+        with open(path, "wb") as f:
+            initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log)
+        log("checking the initrd")
+        if not initrd.checked:
+            check_initrd(path, initrd.members)
+            return initrd, manifest.file_digest(path)
+        try:
+            return initrd, check_written_members(path, initrd.members)
+        except DamagedMembers as e:
+            keys = {m.cache_key for m in e.members}
+            if attempt == 2 or None in keys or plan.options.cache_dir is None:
+                raise
+            cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
+            for key in sorted(k for k in keys if k is not None):
+                cache.drop(key)
+            log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
+    raise AssertionError("unreachable")
+
+
 def _write_all(
     plan: BootPlan,
     layout: ModuleType,
@@ -87,8 +120,7 @@ def _write_all(
     warnings: list[str],
     warn: Callable[[str], None],
 ) -> tuple[InitrdResult, dict[str, tuple[int, str]]]:
-    with open(staging / "initrd", "wb") as f:
-        initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log)
+    initrd, initrd_digest = _write_initrd(plan, layout, prepared, staging / "initrd", progress, log)
     for warning in check_initrd_size(plan, (staging / "initrd").stat().st_size):
         warnings.append(warning)
         warn(warning)
@@ -116,11 +148,6 @@ def _write_all(
 
     log("checking what was written")
     check_kernel(staging / "bzImage")
-    if initrd.checked:
-        initrd_digest = check_written_members(staging / "initrd", initrd.members)
-    else:
-        check_initrd(staging / "initrd", initrd.members)
-        initrd_digest = manifest.file_digest(staging / "initrd")
     artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", *files]}
     artifacts["initrd"] = initrd_digest
     manifest_bytes = manifest.manifest(

@@ -8,10 +8,12 @@ One file per entry, `segments/<k[:2]>/<key>.seg`:
 
     blob (the members, back to back) | meta (JSON) | u64 meta length | sha256(meta) | MAGIC
 
-The meta records the blob's sha256, each member's description and the NAR hash and size of every
-store path in the group, so a hit needs no access to the store at all. Every entry is checked on
-use — the meta against its digest on open, the blob while it is copied — and a damaged entry is
-dropped and rebuilt by the caller, never shipped.
+The meta records each member's description — its sha256 among them — and the NAR hash and size of
+every store path in the group, so a hit needs no access to the store at all. The meta is checked
+against its digest when the entry is opened. The blob is copied into the initrd inside the kernel
+(copy_file_range) and checked where it lands: the initrd's self-check hashes every member it holds
+against the sha256 recorded here, which reads those bytes once instead of twice. A damaged entry is
+then dropped and its group rebuilt by the caller (layouts/initramfs.py), never shipped.
 
 Concurrency: entries are written to a private temporary file and renamed into place, so readers
 see a whole entry or none, and two builds writing the same key write the same bytes. Pruning may
@@ -37,10 +39,9 @@ from builder.errors import NetbuildError
 
 MAGIC = b"NBSEG-1\n"
 _FOOTER = struct.Struct("<Q32s8s")  # meta length, sha256 of meta, MAGIC
-FORMAT = 1
+FORMAT = 2  # 2: the blob is checked through its members' sha256 (no blob_sha256)
 DEFAULT_MAX_BYTES = 10 << 30
 STALE_TEMP_S = 24 * 3600  # a temporary file this old belongs to a build that died
-_COPY_CHUNK = 4 << 20
 
 
 def default_cache_dir() -> Path:
@@ -54,68 +55,45 @@ def cache_key(material: Any) -> str:
 
 
 class CacheEntry:
-    """An open, meta-checked entry; its blob is checked as it is copied out."""
+    """An open, meta-checked entry."""
 
     def __init__(self, cache: SegmentCache, key: str, file: BinaryIO, meta: dict[str, Any]) -> None:
         self._cache = cache
         self.key = key
-        self._file = file
+        self.file = file  # the blob is its first meta["blob_size"] bytes
         self.meta = meta
 
-    def copy_blob(self, write: Callable[[memoryview], object]) -> bool:
-        """Copy the blob to write(); False (and the entry dropped) if it is not what was stored."""
-        digest = hashlib.sha256()
-        remaining = int(self.meta["blob_size"])
-        buffer = bytearray(_COPY_CHUNK)  # reused: no allocation (and page faults) per chunk
-        view = memoryview(buffer)
-        self._file.seek(0)
-        while remaining:
-            got = self._file.readinto(view[: min(_COPY_CHUNK, remaining)])  # type: ignore[attr-defined]
-            if not got:
-                break
-            digest.update(view[:got])
-            write(view[:got])
-            remaining -= got
-        self.close()
-        if remaining or digest.hexdigest() != self.meta["blob_sha256"]:
-            self._cache.drop(self.key)
-            return False
-        return True
+    @property
+    def blob_size(self) -> int:
+        return int(self.meta["blob_size"])
 
     def close(self) -> None:
-        self._file.close()
+        self.file.close()
 
 
 class EntryWriter:
-    """Collects one entry's blob in a temporary file; commit() publishes it under its key."""
+    """One entry being made: the caller writes the blob to `file`, then commit() publishes it."""
 
     def __init__(self, cache: SegmentCache, key: str) -> None:
         self._cache = cache
         self._key = key
         fd, name = tempfile.mkstemp(prefix=f"{key[:16]}.", suffix=".tmp", dir=cache.temp_dir)
         self._temp = Path(name)
-        self._file = os.fdopen(fd, "wb")
-        self._digest = hashlib.sha256()
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._digest.update(data)
-        self._size += len(data)
+        self.file: BinaryIO = os.fdopen(fd, "w+b")  # read back: copied into the initrd before commit
 
     def commit(self, meta: dict[str, Any]) -> None:
-        meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": self._size,
-                "blob_sha256": self._digest.hexdigest()}
+        self.file.seek(0, os.SEEK_END)
+        meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": self.file.tell()}
         meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-        self._file.write(meta_bytes)
-        self._file.write(_FOOTER.pack(len(meta_bytes), hashlib.sha256(meta_bytes).digest(), MAGIC))
-        self._file.close()
+        self.file.write(meta_bytes)
+        self.file.write(_FOOTER.pack(len(meta_bytes), hashlib.sha256(meta_bytes).digest(), MAGIC))
+        self.file.close()
         final = self._cache.entry_path(self._key)
         final.parent.mkdir(exist_ok=True)
         os.replace(self._temp, final)
 
     def abort(self) -> None:
-        self._file.close()
+        self.file.close()
         self._temp.unlink(missing_ok=True)
 
 
@@ -217,3 +195,23 @@ def _read_meta(file: BinaryIO, key: str) -> dict[str, Any] | None:
         return meta  # type: ignore[no-any-return]
     except (OSError, ValueError, struct.error):
         return None
+
+
+def memoized(root: Path | None, namespace: str, material: Any, compute: Callable[[], Any]) -> Any:
+    """compute(), remembered under root/memo/namespace by a key of material: for results that are
+    slow to find and depend only on immutable input (is there a config inside this kernel image?).
+    The value must be JSON; without a root (--no-cache) it is computed every time. An unreadable
+    memo is computed again and rewritten."""
+    if root is None:
+        return compute()
+    path = root / "memo" / namespace / f"{cache_key(material)}.json"
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(path.read_bytes())["value"]
+    value = compute()
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(json.dumps({"value": value}).encode())
+        os.replace(temp, path)
+    return value

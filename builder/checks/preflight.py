@@ -20,11 +20,13 @@ glibc's, an initrd loaded above 4 GiB by a 64-bit loader); never those that cann
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from builder.cache import memoized
 from builder.checks.elf import X86_MACHINES, ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
 from builder.closure import STORE_DIR
 from builder.errors import NetbuildError
@@ -35,7 +37,8 @@ from builder.formats.kconfig import (
     KconfigError,
     KernelConfig,
     config_beside,
-    embedded_config,
+    embedded_config_text,
+    parse_config,
     read_config_file,
 )
 from builder.plan import IPXE_INITRD_PARAM, BootPlan
@@ -258,7 +261,12 @@ def find_kernel_config(plan: BootPlan) -> KernelConfig | None:
         beside = config_beside(plan.kernel.file, plan.kernel.header.release)
         if beside is not None:
             return read_config_file(beside)
-        return embedded_config(plan.kernel.file.read_bytes(), plan.kernel.origin)
+        image = plan.kernel.file.read_bytes()
+        # Finding IKCONFIG means decompressing the whole kernel (0.1 s, most of a warm rebuild's
+        # preflight); the answer depends on the image's bytes alone.
+        text = memoized(plan.options.cache_dir, "ikconfig", hashlib.sha256(image).hexdigest(),
+                        lambda: embedded_config_text(image, plan.kernel.origin))
+        return None if text is None else parse_config(text, f"{plan.kernel.origin} (embedded IKCONFIG)")
     except KconfigError as e:
         raise NetbuildError(f"kernel configuration: {e}") from None
     except OSError as e:

@@ -6,16 +6,22 @@ netboot.py (boot, serve, menu), look.py (check, inspect, diff, size).
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 
 import click
 
 from builder.build import netbuild_version
-from builder.cli import build as _build_commands
-from builder.cli import look as _look_commands
-from builder.cli import netboot as _netboot_commands
 from builder.errors import NetbuildError
+
+# Which module defines each command. A command's module is imported only when that command runs
+# (or --help lists them all): QEMU, HTTP-server and treemap code stay out of every build's start-up.
+_COMMAND_MODULES = {
+    "build": "build", "recipes": "build",
+    "boot": "netboot", "serve": "netboot", "menu": "netboot",
+    "check": "look", "inspect": "look", "diff": "look", "size": "look",
+}  # fmt: skip
 
 MAIN_HELP = """Turn a Nix store-path closure into netboot artifacts.
 
@@ -34,20 +40,25 @@ class _MainJobGroup(click.Group):
     """`netbuild CLOSURE …` is `netbuild build CLOSURE …`: the main job needs no subcommand name."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+        if args and args[0] not in _COMMAND_MODULES and args[0] not in ("--help", "-h", "--version"):
             args = ["build", *args]
         return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = _COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"builder.cli.{module_name}")
+        return next(c for c in module.COMMANDS if c.name == cmd_name)
 
 
 @click.group(cls=_MainJobGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(netbuild_version(), prog_name="netbuild")
 def cli() -> None:
     pass
-
-
-for _module in (_build_commands, _netboot_commands, _look_commands):
-    for _command in _module.COMMANDS:
-        cli.add_command(_command)
 
 
 class _Interrupted(BaseException):

@@ -56,7 +56,7 @@ class CpioWriter:
     Every entry gets nlink 1 and its own data: the kernel then never has to match hard links.
     """
 
-    def __init__(self, write: Callable[[bytes], None], *, mtime: int = 1, first_inode: int = 1) -> None:
+    def __init__(self, write: Callable[[bytes | memoryview], None], *, mtime: int = 1, first_inode: int = 1) -> None:
         if not 0 <= mtime <= _MAX_FIELD:
             raise CpioError(f"mtime {mtime} does not fit the 32-bit cpio field")
         if not 0 <= first_inode <= _MAX_FIELD:
@@ -81,7 +81,7 @@ class CpioWriter:
         """Bytes written so far."""
         return self._offset
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self._offset += len(data)
         self._write_raw(data)
 
@@ -130,7 +130,7 @@ class CpioWriter:
         if size:
             self._file_name, self._remaining, self._file_size = name, size, size
 
-    def data(self, chunk: bytes) -> None:
+    def data(self, chunk: bytes | memoryview) -> None:
         if not chunk:
             return
         if self._file_name is None or len(chunk) > self._remaining:
@@ -141,8 +141,10 @@ class CpioWriter:
             self._write(chunk)
             return
         self._file_name = None
+        self._write(chunk)
         # Data starts 4-aligned, so padding its length pads the offset.
-        self._write(chunk + _pad4(self._file_size))
+        if padding := _pad4(self._file_size):
+            self._write(padding)
 
     def file(self, name: str, mode: int, content: bytes) -> None:
         self.regular(name, mode, len(content))
@@ -209,6 +211,15 @@ class _Reader:
 
     def skip(self, count: int, what: str) -> None:
         """Consume count bytes without keeping them: large files cost no memory."""
+        skip_exactly = getattr(self._stream, "skip_exactly", None)
+        if skip_exactly is not None:  # an in-memory stream moves its position instead of copying
+            done = skip_exactly(count)
+            self.position += done
+            if done < count:
+                raise CpioError(
+                    f"offset {self.start + self.position}: archive truncated in {what} ({done} of {count} bytes)"
+                )
+            return
         for _ in self._chunks(count, what):
             pass
 

@@ -105,6 +105,12 @@ def payload(image: bytes) -> tuple[str, bytes] | None:
 
 def embedded_config(image: bytes, name: str) -> KernelConfig | None:
     """The IKCONFIG copy in a bzImage (or an uncompressed vmlinux), None when it has none."""
+    text = embedded_config_text(image, name)
+    return None if text is None else parse_config(text, f"{name} (embedded IKCONFIG)")
+
+
+def embedded_config_text(image: bytes, name: str) -> str | None:
+    """The text of the IKCONFIG copy in a bzImage (or an uncompressed vmlinux), None when it has none."""
     found = _config_blob(iter([image]))
     if found is None:
         packed = payload(image)
@@ -117,10 +123,9 @@ def embedded_config(image: bytes, name: str) -> KernelConfig | None:
     if found is None:
         return None
     try:
-        text = gzip.decompress(found).decode("utf-8", "replace")
+        return gzip.decompress(found).decode("utf-8", "replace")
     except (OSError, EOFError, zlib.error) as e:
         raise KconfigError(f"{name}: the embedded IKCONFIG is not valid gzip: {e}") from None
-    return parse_config(text, f"{name} (embedded IKCONFIG)")
 
 
 def _config_blob(chunks: Iterator[bytes]) -> bytes | None:

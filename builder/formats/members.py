@@ -10,11 +10,12 @@ with the content size and checksum in the frame header.
 from __future__ import annotations
 
 import lzma
+import os
 import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -109,6 +110,87 @@ def decompressed_pieces(name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
         raise CompressionError(f"{name}: member truncated")
     if decoder.unused_data:
         raise CompressionError(f"{name}: bytes after the end of the member")
+
+
+def decompressed_range(name: str, f: BinaryIO, start: int, size: int, buffer: bytearray) -> Iterator[memoryview]:
+    """The plain bytes of the member that occupies exactly f[start : start + size], as views of
+    buffer (each valid until the next is asked for): however well the member compresses — a file
+    of zeros shrinks several-thousandfold — no piece is larger than the buffer. CompressionError if
+    the member is damaged, truncated, or ends before `size` bytes."""
+    view = memoryview(buffer)
+    window = _Range(f, start, size)
+    try:
+        if name == "none":
+            while got := window.readinto(view):
+                yield view[:got]
+            return
+        if name == "zstd":
+            if zstd_frame_size(window.read_at) != size:
+                raise CompressionError("zstd: the frame does not end where the member does")
+            reader = zstandard.ZstdDecompressor().stream_reader(window, read_size=1 << 20, read_across_frames=False)
+            while got := reader.readinto(view):
+                yield view[:got]
+            return
+        decoder = zlib.decompressobj(wbits=31) if name == "gzip" else lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        while not decoder.eof:
+            # Input comes in small pieces and output is capped: memory stays at the buffer's size.
+            pending = getattr(decoder, "unconsumed_tail", b"") or window.read(1 << 16)
+            out = decoder.decompress(pending, len(buffer))
+            if out:
+                view[: len(out)] = out
+                yield view[: len(out)]
+            elif not pending:
+                raise CompressionError(f"{name}: member truncated")
+        if decoder.unused_data or window.read(1):
+            raise CompressionError(f"{name}: bytes after the end of the member")
+    except (zstandard.ZstdError, zlib.error, lzma.LZMAError) as e:
+        raise CompressionError(f"{name}: {e}") from None
+
+
+def zstd_frame_size(read_at: Callable[[int, int], bytes]) -> int:
+    """Where the zstd frame starting at offset 0 ends, from its block headers (RFC 8878 §3.1.1)."""
+    head = read_at(0, 18)  # the largest frame header
+    try:
+        position = zstandard.frame_header_size(head)
+        has_checksum = zstandard.get_frame_parameters(head).has_checksum
+    except zstandard.ZstdError as e:
+        raise CompressionError(f"zstd: {e}") from None
+    while True:
+        header = read_at(position, 3)
+        if len(header) < 3:
+            raise CompressionError("zstd: member truncated")
+        value = int.from_bytes(header, "little")
+        last, kind, block_size = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3:
+            raise CompressionError("zstd: reserved block type")
+        position += 3 + (1 if kind == 1 else block_size)  # an RLE block stores its byte once
+        if last:
+            return position + (4 if has_checksum else 0)
+
+
+class _Range:
+    """A read-only file over f[start : start + size]."""
+
+    def __init__(self, f: BinaryIO, start: int, size: int) -> None:
+        self._fd = f.fileno()
+        self._start = start
+        self._size = size
+        self._position = 0
+
+    def read_at(self, offset: int, count: int) -> bytes:
+        count = max(0, min(count, self._size - offset))
+        return os.pread(self._fd, count, self._start + offset) if count else b""
+
+    def read(self, count: int = -1) -> bytes:
+        count = self._size - self._position if count < 0 else count
+        data = self.read_at(self._position, count)
+        self._position += len(data)
+        return data
+
+    def readinto(self, target: memoryview) -> int:
+        data = self.read(len(target))
+        target[: len(data)] = data
+        return len(data)
 
 
 _contexts = threading.local()

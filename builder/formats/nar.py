@@ -18,6 +18,9 @@ from pathlib import Path
 NAR_MAGIC = b"nix-archive-1"
 
 
+Buffer = bytes | memoryview
+
+
 class NarError(ValueError):
     """A tree that cannot be serialised as a NAR, or an encoder fed an impossible node stream."""
 
@@ -183,7 +186,7 @@ class NarEncoder:
             return _CLOSE
         return _CLOSE + _CLOSE
 
-    def data(self, chunk: bytes) -> None:
+    def data(self, chunk: Buffer) -> None:
         if not chunk:
             return
         node = self._file
@@ -195,8 +198,8 @@ class NarEncoder:
             self._write(chunk)
             return
         self._file = None
-        # Padding and the closing parens go out with the last chunk: one write instead of two.
-        self._write(chunk + _padding(node.size) + self._close_leaf(node))
+        self._write(chunk)
+        self._write(_padding(node.size) + self._close_leaf(node))
 
     def finish(self) -> None:
         if self._file is not None:
@@ -236,15 +239,24 @@ class NarHasher:
         return self._sha256.digest(), self._size
 
 
-def read_contents(node: Node, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """A regular file's contents in chunks, exactly node.size bytes, or NarError if it changed size."""
+def read_contents(node: Node, chunk_size: int = 1 << 20, buffer: bytearray | None = None) -> Iterator[Buffer]:
+    """A regular file's contents in chunks, exactly node.size bytes, or NarError if it changed size.
+
+    With a buffer, each chunk is a view of it, valid until the next is asked for: no allocation
+    per chunk (each fresh megabyte costs page faults that, on a small VM, exceed the read itself)."""
     remaining = node.size
-    with open(node.path, "rb") as file:
+    view = memoryview(buffer) if buffer is not None else None
+    with open(node.path, "rb", buffering=0) as file:
         while remaining:
-            chunk = file.read(min(chunk_size, remaining))
-            if not chunk:
+            if view is not None:
+                got = file.readinto(view[: min(len(view), remaining)])
+                chunk: Buffer = view[:got]
+            else:
+                chunk = file.read(min(chunk_size, remaining))
+                got = len(chunk)
+            if not got:
                 raise NarError(f"{node.path}: shrank while read ({remaining} of {node.size} bytes missing)")
-            remaining -= len(chunk)
+            remaining -= got
             yield chunk
         if file.read(1):
             raise NarError(f"{node.path}: grew while being read (walked size {node.size})")

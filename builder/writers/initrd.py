@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import deque
+import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,18 +34,18 @@ from typing import Any, BinaryIO
 from builder.cache import CacheEntry, EntryWriter, SegmentCache, cache_key
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
+from builder.filecopy import copy_range
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
 from builder.formats.members import codec_version
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
-from builder.malloc import use_mmap_for_large_buffers
 from builder.writers import frames
 from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Member
 from builder.writers.registration import registration
 
-GROUP_TARGET = 16 << 20  # plain bytes per cached group, on average
+GROUP_TARGET = 4 << 20  # plain bytes per cached group, on average
 WRITER_FORMAT = 1  # bump when the bytes written for the same input change
 REGISTRATION_NAME = "nix/store/nix-path-registration"
 # Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
@@ -72,10 +73,21 @@ def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, has
     else:
         cpio = cpio_for(entry_size(raw, node.size))
         cpio.regular(name, EXEC_MODE if node.executable else FILE_MODE, node.size)
-        for chunk in read_contents(node, CHUNK):
+        for chunk in read_contents(node, CHUNK, _read_buffer()):
             cpio.data(chunk)
             hasher.data(chunk)
             read_bytes(len(chunk))
+
+
+_local = threading.local()
+
+
+def _read_buffer() -> bytearray:
+    """This thread's buffer for file contents, reused (see formats/nar.read_contents)."""
+    buffer = getattr(_local, "read_buffer", None)
+    if buffer is None:
+        buffer = _local.read_buffer = bytearray(CHUNK)
+    return buffer
 
 
 def pack_store_path(
@@ -159,11 +171,14 @@ def _cached_paths(entry: CacheEntry, paths: Sequence[StorePath]) -> list[Verifie
 
 @dataclass
 class _Group:
+    index: int
     paths: list[StorePath]
     key: str | None
-    entry: CacheEntry | None = None  # a hit, checked when copied
-    writer: EntryWriter | None = None  # a miss being stored
-    frames: list[dict[str, Any]] = field(default_factory=list)
+    plain_bytes: int  # the paths' NAR size: how long packing it takes, roughly
+    entry: CacheEntry | None = None  # a hit
+    writer: EntryWriter | None = None  # a miss, stored as it is packed
+    segment: BinaryIO | None = None  # where a packed group's members are: writer.file or a spool file
+    frames: list[Frame] = field(default_factory=list)
     verified: list[VerifiedPath] = field(default_factory=list)
     from_cache: bool = False
 
@@ -181,124 +196,148 @@ class _Output:
     def offset(self) -> int:
         return self.dest.tell() - self.start
 
-    def frame(self, role: str, frame: Frame, also: Callable[[bytes], None] | None = None) -> None:
+    def single(self, role: str, fill: Callable[[CpioWriter], None]) -> None:
         offset = self.offset
-        for chunk in frame.chunks():
-            self.dest.write(chunk)
-            if also is not None:
-                also(chunk)
-        self.members.append(Member(role=role, offset=offset, size=frame.size, compression=self.comp.name,
-                                   plain_size=frame.plain_size, plain_sha256=frame.plain_sha256,
-                                   entries=frame.entries, sha256=frame.sha256))
+        frame = single_member(self.comp, self.dest, fill)
+        self.members.append(self._member(role, offset, frame.describe(), None))
 
-    def cached(self, entry: CacheEntry) -> bool:
+    def segment(self, source: BinaryIO, described: list[dict[str, Any]], cache_key: str | None) -> bool:
+        """Append a group's members, copied from source (a cache entry or a packed segment)."""
         offset = self.offset
-        if not entry.copy_blob(self.dest.write):
+        size = sum(d["size"] for d in described)
+        if copy_range(source, 0, size, self.dest) != size:
             self.dest.seek(self.start + offset)
             self.dest.truncate()
             return False
-        for described in entry.meta["frames"]:
-            self.members.append(Member(role="store", offset=offset, size=described["size"],
-                                       compression=self.comp.name, plain_size=described["plain_size"],
-                                       plain_sha256=described["plain_sha256"], entries=described["entries"],
-                                       sha256=described["sha256"]))
-            offset += described["size"]
+        for d in described:
+            self.members.append(self._member("store", offset, d, cache_key))
+            offset += d["size"]
         return True
+
+    def _member(self, role: str, offset: int, d: dict[str, Any], cache_key: str | None) -> Member:
+        return Member(role=role, offset=offset, size=d["size"], compression=self.comp.name,
+                      plain_size=d["plain_size"], plain_sha256=d["plain_sha256"], entries=d["entries"],
+                      sha256=d["sha256"], cache_key=cache_key)
 
 
 class _Assembler:
-    """Packs groups on this thread, compresses members on a pool, writes them out in order."""
+    """Packs the groups the cache lacks on `jobs` threads, largest first, each into a segment file
+    of its own; appends every group's members to the output in path order as they become ready.
+
+    A thread packs a whole group — reads its paths, cuts, compresses and checks its members —
+    so the only order to keep is the output's, and that costs one in-kernel copy per segment.
+    Largest first keeps both threads busy to the end: a 70 MB file, compressed as one member on
+    one thread, starts early instead of finishing alone.
+    """
 
     def __init__(self, out: _Output, store: StoreFS, jobs: int, cache: SegmentCache | None,
                  report: Callable[[int, int], None]) -> None:  # fmt: skip
         self.out = out
         self.store = store
         self.cache = cache
-        self.report = report  # (paths, bytes) finished
-        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="netbuild-compress")
-        self.max_in_flight = jobs  # plus the one being filled: jobs + 1 plain members in memory
-        # Queue entries: (group, None) writes a cached group, (group, future) a packed member,
-        # (group, "end") closes a packed group.
-        self.queue: deque[tuple[_Group, Future[Frame] | str | None]] = deque()
+        self.report = report  # (paths, bytes) finished; called from any thread
+        self.jobs = jobs
+        self.spool_dir = _spool_dir(out.dest)
 
-    def close(self) -> None:
-        for group, _item in self.queue:
-            if group.writer is not None:
-                group.writer.abort()
-                group.writer = None
-            if group.entry is not None:
-                group.entry.close()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def run(self, groups: list[_Group]) -> None:
+        misses = sorted((g for g in groups if g.entry is None), key=lambda g: (-g.plain_bytes, g.index))
+        failed_at = [len(groups)]  # the first group in path order known to have failed
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="netbuild-pack") as pool:
+            futures: dict[int, Future[None]] = {}
 
-    def add(self, group: _Group) -> None:
-        if group.entry is not None:
-            self.queue.append((group, None))
-        else:
-            self._pack(group, self._submit)
-            self.queue.append((group, "end"))
-        self.drain(block=False)
+            def pack(group: _Group) -> None:
+                if group.index > failed_at[0]:
+                    return  # an earlier group failed: its error is the one reported
+                try:
+                    self._pack(group)
+                except BaseException:
+                    failed_at[0] = min(failed_at[0], group.index)
+                    raise
 
-    def _submit(self, group: _Group, job: Callable[[], Frame]) -> None:
-        self.queue.append((group, self.pool.submit(job)))
-        while sum(1 for _, item in self.queue if isinstance(item, Future)) > self.max_in_flight:
-            self.drain(block=True, one=True)
+            try:
+                for group in misses:
+                    futures[group.index] = pool.submit(pack, group)
+                for group in groups:
+                    future = futures.get(group.index)
+                    if future is not None:
+                        future.result()
+                        self._append_packed(group)
+                    else:
+                        self._append_cached(group)
+            except BaseException:
+                failed_at[0] = -1  # stop the rest
+                pool.shutdown(wait=True, cancel_futures=True)
+                for group in groups:
+                    self._discard(group)
+                raise
 
-    def _pack(self, group: _Group, submit: Callable[[_Group, Callable[[], Frame]], None]) -> None:
+    def _pack(self, group: _Group) -> None:
         if self.cache is not None and group.key is not None:
             group.writer = self.cache.writer(group.key)
-        builder = FrameBuilder(self.out.comp, lambda job: submit(group, job))
+            group.segment = group.writer.file
+        else:
+            group.segment = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 — closed in _append_packed
+        builder = FrameBuilder(self.out.comp, group.segment)
 
         def read(n: int) -> None:
             self.report(0, n)
 
         group.verified = [pack_store_path(builder, sp, self.store, read) for sp in group.paths]
         builder.finish()
+        group.frames = builder.frames
+        group.segment.flush()
 
-    def drain(self, *, block: bool, one: bool = False) -> None:
-        while self.queue:
-            group, item = self.queue[0]
-            if isinstance(item, Future):
-                if not block and not item.done():
-                    return
-                self.queue.popleft()
-                frame = item.result()
-                group.frames.append(frame.describe())
-                self.out.frame("store", frame, group.writer.write if group.writer is not None else None)
-                if one:
-                    return
-                continue
-            self.queue.popleft()
-            if item is None:
-                self._write_cached(group)
-            else:
-                self._close_packed(group)
+    def _append_packed(self, group: _Group) -> None:
+        assert group.segment is not None
+        described = [f.describe() for f in group.frames]
+        if not self.out.segment(group.segment, described, None):
+            raise NetbuildError("assembling the initrd: a packed segment was shorter than written")
+        if group.writer is not None:
+            group.writer.commit({
+                "frames": described,
+                "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
+            })
+            group.writer = None
+        else:
+            group.segment.close()
+        group.segment = None
+        self.report(len(group.paths), 0)
 
-    def _write_cached(self, group: _Group) -> None:
+    def _append_cached(self, group: _Group) -> None:
         assert group.entry is not None
         entry, group.entry = group.entry, None
         verified = _cached_paths(entry, group.paths)
-        if verified is not None and self.out.cached(entry):
+        whole = sum(d["size"] for d in entry.meta["frames"]) == entry.blob_size
+        if verified is not None and whole and self.out.segment(entry.file, entry.meta["frames"], entry.key):
+            entry.close()
             group.verified = verified
             group.from_cache = True
             self.report(len(group.paths), sum(v.nar_size for v in verified))
             return
         entry.close()
+        if verified is not None:
+            assert self.cache is not None
+            self.cache.drop(entry.key)  # its blob is not what its meta describes
         # Damaged or inconsistent: pack it again here, in order, before anything after it.
-        self._pack(group, lambda g, job: self._write_now(g, job()))
-        self._close_packed(group)
+        self._pack(group)
+        self._append_packed(group)
 
-    def _write_now(self, group: _Group, frame: Frame) -> None:
-        group.frames.append(frame.describe())
-        self.out.frame("store", frame, group.writer.write if group.writer is not None else None)
-
-    def _close_packed(self, group: _Group) -> None:
+    def _discard(self, group: _Group) -> None:
         if group.writer is not None:
-            group.writer.commit({
-                "frames": group.frames,
-                "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
-            })
+            group.writer.abort()
             group.writer = None
-        self.report(len(group.paths), 0)
+        elif group.segment is not None:
+            group.segment.close()
+        group.segment = None
+        if group.entry is not None:
+            group.entry.close()
+            group.entry = None
+
+
+def _spool_dir(dest: BinaryIO) -> str | None:
+    """Packed segments wait beside the output (same filesystem: the copy can share extents)."""
+    name = getattr(dest, "name", None)
+    return os.path.dirname(os.path.abspath(name)) if isinstance(name, str) else None
 
 
 def write_initrd(
@@ -312,7 +351,6 @@ def write_initrd(
     progress: Progress | None = None,
     cache: SegmentCache | None = None,
 ) -> InitrdResult:
-    use_mmap_for_large_buffers()  # member buffers come and go: keep resident memory to what is live
     paths = list(closure)
     sized: list[tuple[str, int]] = []
     for sp in paths:
@@ -323,32 +361,29 @@ def write_initrd(
         sized.append((sp.path, size))
 
     out = _Output(dest, compression)
-    out.frame("skeleton", single_member(compression, lambda cpio: write_skeleton(cpio, init)))
+    out.single("skeleton", lambda cpio: write_skeleton(cpio, init))
     done_paths = done_bytes = 0
+    lock = threading.Lock()
 
     def report(n_paths: int, n_bytes: int) -> None:
         nonlocal done_paths, done_bytes
-        done_paths += n_paths
-        done_bytes += n_bytes
-        if progress is not None:
-            progress(done_paths, done_bytes)
+        with lock:
+            done_paths += n_paths
+            done_bytes += n_bytes
+            if progress is not None:
+                progress(done_paths, done_bytes)
 
     groups: list[_Group] = []
-    assembler = _Assembler(out, store, max(1, jobs), cache, report)
-    try:
-        for indexes in group_paths(sized, GROUP_TARGET):
-            members = [paths[i] for i in indexes]
-            key = _group_key(compression, [_path_identity(sp, store) for sp in members]) if cache else None
-            group = _Group(members, key, cache.lookup(key) if cache is not None and key is not None else None)
-            groups.append(group)
-            assembler.add(group)
-        assembler.drain(block=True)
-    finally:
-        assembler.close()
+    for indexes in group_paths(sized, GROUP_TARGET):
+        members = [paths[i] for i in indexes]
+        key = _group_key(compression, [_path_identity(sp, store) for sp in members]) if cache else None
+        entry = cache.lookup(key) if cache is not None and key is not None else None
+        groups.append(_Group(len(groups), members, key, sum(sized[i][1] for i in indexes), entry))
+    _Assembler(out, store, max(1, jobs), cache, report).run(groups)
 
     verified = [v for group in groups for v in group.verified]
     reg = registration(verified)
-    out.frame("registration", single_member(compression, lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg)))
+    out.single("registration", lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg))
     reused = None
     if cache is not None:
         cache.prune()

@@ -6,7 +6,7 @@ need not know how it was made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from builder.closure import VerifiedPath
 
@@ -23,6 +23,8 @@ class Member:
     plain_sha256: str  # of those bytes
     entries: int  # cpio records before the trailer
     sha256: str | None = None  # of the member's bytes as written, when the writer recorded it
+    # The cache entry the bytes were copied from, if any: the self-check drops it when they differ.
+    cache_key: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {

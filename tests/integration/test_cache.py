@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -57,7 +58,9 @@ def test_a_damaged_cache_entry_is_rebuilt_and_never_shipped(
     originals = [e.read_bytes() for e in entries]
     for entry in entries:
         data = bytearray(entry.read_bytes())
-        data[len(data) // 3] ^= 0x55  # inside the compressed members
+        meta_size = struct.unpack_from("<Q", data, len(data) - 48)[0]  # the footer: u64, sha256, magic
+        blob_size = len(data) - 48 - meta_size
+        data[blob_size // 3] ^= 0x55  # inside the compressed members, which only the self-check reads
         entry.write_bytes(data)
     again = run_netbuild(closure, "-o", str(tmp_path / "again"), "--cache-dir", str(cache))
     assert reused(again.stdout)[0] == 0
