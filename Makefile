@@ -54,6 +54,7 @@ demo: install
 # Builds a ≥ 1,000-path, ≥ 500 MB closure from host files with Nix, runs the anchors and netbuild
 # side by side, boots the image, prints the table and keeps it in BENCHMARKS.md. Takes minutes.
 bench: install
+	$(BIN)/python -m compileall -q builder  # as an installed package has: start-up without compiling
 	$(BIN)/python tests/bench.py --write BENCHMARKS.md
 
 clean:

@@ -13,7 +13,7 @@ from types import ModuleType
 from builder.cache import SegmentCache
 from builder.checks.preflight import check_initrd_size, preflight
 from builder.checks.selfcheck import check_initrd, check_kernel
-from builder.checks.written import DamagedMembers, check_written_members
+from builder.checks.written import DamagedMembers, WrittenCheck
 from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import layout_module
@@ -91,22 +91,27 @@ def _write_initrd(
     and the initrd written once more (packing those groups afresh), so a damaged entry is never
     shipped and costs one rewrite."""
     for attempt in (1, 2):
-        with open(path, "wb") as f:
-            initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log)
-        log("checking the initrd")
+        with open(path, "wb") as f, WrittenCheck(path) as check:
+            # The check reads each member as soon as the writer has put it in the file.
+            initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log,
+                                                written=check.written)
+            f.flush()
+            log("checking the initrd")
+            if initrd.checked:
+                try:
+                    return initrd, check.finish(initrd.members)
+                except DamagedMembers as e:
+                    damaged = e
         if not initrd.checked:
             check_initrd(path, initrd.members)
             return initrd, manifest.file_digest(path)
-        try:
-            return initrd, check_written_members(path, initrd.members)
-        except DamagedMembers as e:
-            keys = {m.cache_key for m in e.members}
-            if attempt == 2 or None in keys or plan.options.cache_dir is None:
-                raise
-            cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
-            for key in sorted(k for k in keys if k is not None):
-                cache.drop(key)
-            log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
+        keys = {m.cache_key for m in damaged.members}
+        if attempt == 2 or None in keys or plan.options.cache_dir is None:
+            raise damaged
+        cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
+        for key in sorted(k for k in keys if k is not None):
+            cache.drop(key)
+        log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
     raise AssertionError("unreachable")
 
 
@@ -126,7 +131,7 @@ def _write_all(
         warn(warning)
     shutil.copyfile(plan.kernel.file, staging / "bzImage")
     files = {
-        "registration": reg.registration(initrd.verified),
+        "registration": initrd.registration,  # the bytes the initrd holds, made once
         "store-paths": reg.store_paths(initrd.verified),
         "total-nar-size": reg.total_nar_size(initrd.verified),
         "kernel-params": params.kernel_params(plan.cmdline),

@@ -27,6 +27,8 @@ def copy_range(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int
     except (io.UnsupportedOperation, AttributeError):
         return _copy_by_reading(src, src_offset, size, dest)
     dest.flush()
+    if src.writable():
+        src.flush()  # the kernel sees only what is in the file
     position = dest.seek(0, os.SEEK_CUR)
     copied = 0
     try:

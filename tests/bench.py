@@ -46,6 +46,7 @@ GOALS = {
     "size / one zstd stream": 1.02,
 }
 PEAK_MEMORY_GOAL_MB = 200
+REPEATS = 3  # timed runs per step; the median counts
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Run:
     peak_mb: float
     output: Path | None = None
     stdout: str = ""
+    spread: tuple[float, float] | None = None  # fastest and slowest of repeated runs
 
 
 @dataclass
@@ -207,7 +209,33 @@ def machine() -> str:
 
 
 def fmt_s(run: Run) -> str:
-    return f"{run.seconds:.2f} s"
+    if run.spread is None:
+        return f"{run.seconds:.2f} s"
+    low, high = run.spread
+    return f"{run.seconds:.2f} s ({low:.2f}–{high:.2f})"
+
+
+def median(runs: list[Run]) -> Run:
+    """The median run (by time), with the spread of all of them."""
+    ordered = sorted(runs, key=lambda r: r.seconds)
+    middle = ordered[len(ordered) // 2]
+    spread = (ordered[0].seconds, ordered[-1].seconds) if len(ordered) > 1 else None
+    return Run(middle.seconds, max(r.peak_mb for r in runs), middle.output, middle.stdout, spread)
+
+
+def settle(inputs: list[Path]) -> None:
+    """Before a timed run: flush pending writes, and read its inputs into the page cache."""
+    os.sync()
+    buffer = bytearray(1 << 20)
+    for top in inputs:
+        for root, _dirs, files in os.walk(top) if top.is_dir() else [(str(top.parent), [], [top.name])]:
+            for name in files:
+                full = os.path.join(root, name)
+                if os.path.islink(full):
+                    continue
+                with open(full, "rb", buffering=0) as f:
+                    while f.readinto(buffer):
+                        pass
 
 
 def fmt_mb(n: float) -> str:
@@ -249,27 +277,46 @@ def main() -> int:
     # The same bytes netbuild compresses, uncompressed: the input of the zstd limit.
     netbuild(closure, work / "plain", "--compress", "none", "--no-cache", "-q")
     plain_initrd = work / "plain" / "initrd"
-    subprocess.run(["cat", str(plain_initrd)], stdout=subprocess.DEVNULL, check=True)  # into the page cache
-    limit = measured(["zstd", f"-T{cores}", "-10", "-q", "-c"], stdin=plain_initrd, stdout=work / "limit.zst")
-    single_stream = (work / "limit.zst").stat().st_size
 
-    print("bench: nixpkgs-style pipeline", file=sys.stderr)
-    nixpkgs, nixpkgs_size = nixpkgs_pipeline(work, paths)
-
-    cache = work / "cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    print("bench: netbuild cold, warm, changed, no cache", file=sys.stderr)
-    cold = netbuild(closure, work / "cold", "--compress", "zstd:10", "--cache-dir", str(cache))
-    warm = netbuild(closure, work / "warm", "--compress", "zstd:10", "--cache-dir", str(cache))
-    changed = netbuild(changed_closure, work / "changed", "--compress", "zstd:10", "--cache-dir", str(cache))
+    # This machine's timings vary by ±15% from one run to the next (fresh memory costs page faults
+    # in the hypervisor): every timed step runs `repeats` times, interleaved with the others, and
+    # the median counts. Before each, pending writes are flushed and its inputs read into the page
+    # cache, the same for the anchors and for netbuild.
+    repeats = 1 if args.smoke else REPEATS
+    store_files = [Path(p) for p in paths]
+    runs: dict[str, list[Run]] = {name: [] for name in ("limit", "nixpkgs", "cold", "warm", "changed")}
+    nixpkgs_size = single_stream = 0
+    for rep in range(repeats):
+        print(f"bench: timed runs, round {rep + 1} of {repeats}: zstd limit, nixpkgs pipeline, netbuild cold, "
+              "warm, changed", file=sys.stderr)
+        settle([plain_initrd])
+        runs["limit"].append(measured(["zstd", f"-T{cores}", "-10", "-q", "-c"], stdin=plain_initrd,
+                                      stdout=work / "limit.zst"))
+        single_stream = (work / "limit.zst").stat().st_size
+        settle(store_files)
+        run, nixpkgs_size = nixpkgs_pipeline(work, paths)
+        runs["nixpkgs"].append(run)
+        cache = work / "cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        settle(store_files)
+        runs["cold"].append(netbuild(closure, work / "cold", "--compress", "zstd:10", "--cache-dir", str(cache)))
+        settle([])
+        runs["warm"].append(netbuild(closure, work / "warm", "--compress", "zstd:10", "--cache-dir", str(cache)))
+        settle(store_files)
+        runs["changed"].append(netbuild(changed_closure, work / "changed", "--compress", "zstd:10",
+                                        "--cache-dir", str(cache)))
+        # Same bytes whatever the cache: checked on every round.
+        if sha256(work / "cold" / "initrd") != sha256(work / "warm" / "initrd"):
+            raise SystemExit("bench: the initrd differs between the cold and the warm build")
+    limit, nixpkgs, cold, warm, changed = (median(runs[name]) for name in ("limit", "nixpkgs", "cold", "warm",
+                                                                          "changed"))
+    settle(store_files)
     no_cache = netbuild(closure, work / "nocache", "--compress", "zstd:10", "--no-cache")
     netbuild(changed_closure, work / "changed-cold", "--compress", "zstd:10", "--no-cache")
     size = (work / "cold" / "initrd").stat().st_size
 
-    # Same bytes whatever the cache: checked on every run, smoke or not.
-    digests = {name: sha256(work / name / "initrd") for name in ("cold", "warm", "nocache")}
-    if len(set(digests.values())) != 1:
-        raise SystemExit(f"bench: the initrd differs between cold, warm and no-cache builds: {digests}")
+    if sha256(work / "cold" / "initrd") != sha256(work / "nocache" / "initrd"):
+        raise SystemExit("bench: the initrd differs between cached and no-cache builds")
     if sha256(work / "changed" / "initrd") != sha256(work / "changed-cold" / "initrd"):
         raise SystemExit("bench: the rebuild after a change differs from a fresh build of the changed closure")
 
@@ -349,7 +396,9 @@ def render(r: Results, machine_text: str, paths: int, nar_total: int, entries: i
         "",
         f"Machine: {machine_text}.",
         f"Closure: {paths} store paths, {nar_total / MB:.0f} MB (NAR), {entries} entries, imported from host files "
-        "by `tests/fixtures/bench.nix`. Produced by `make bench` (tests/bench.py) in one run.",
+        "by `tests/fixtures/bench.nix`. Produced by `make bench` (tests/bench.py) in one run. Times are the "
+        f"median of {REPEATS} interleaved runs (fastest–slowest in brackets); before each, pending writes are "
+        "flushed and its inputs read into the page cache, alike for the anchors and for netbuild.",
         "",
         "| what | time | size | peak memory |",
         "|---|---:|---:|---:|",

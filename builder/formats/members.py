@@ -131,15 +131,26 @@ def decompressed_range(name: str, f: BinaryIO, start: int, size: int, buffer: by
             while got := reader.readinto(view):
                 yield view[:got]
             return
-        decoder = zlib.decompressobj(wbits=31) if name == "gzip" else lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        decoder: zlib._Decompress | lzma.LZMADecompressor
+        if name == "gzip":
+            decoder = zlib.decompressobj(wbits=31)
+        elif name == "xz":
+            decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        else:
+            raise CompressionError(f"{name}: not a codec the initrd writer knows")
         while not decoder.eof:
-            # Input comes in small pieces and output is capped: memory stays at the buffer's size.
-            pending = getattr(decoder, "unconsumed_tail", b"") or window.read(1 << 16)
+            # Input comes in small pieces, and only when the decoder has used what it was given
+            # (zlib hands back what it left, liblzma keeps it and says needs_input); output is
+            # capped: memory stays at the buffer's size.
+            if isinstance(decoder, lzma.LZMADecompressor):
+                pending = window.read(1 << 16) if decoder.needs_input else b""
+            else:
+                pending = decoder.unconsumed_tail or window.read(1 << 16)
             out = decoder.decompress(pending, len(buffer))
             if out:
                 view[: len(out)] = out
                 yield view[: len(out)]
-            elif not pending:
+            elif not pending and not decoder.eof:
                 raise CompressionError(f"{name}: member truncated")
         if decoder.unused_data or window.read(1):
             raise CompressionError(f"{name}: bytes after the end of the member")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 
 NIX32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz"
@@ -98,6 +99,7 @@ def _check_digest(digest: bytes) -> None:
         raise HashFormatError(f"sha256 digest must be 32 bytes, got {len(digest)}")
 
 
+@functools.lru_cache(maxsize=8192)  # the registration and the manifest each print every path's hash
 def format_nix32(digest: bytes) -> str:
     """'sha256:<nix32>', the notation closureInfo's registration uses."""
     _check_digest(digest)

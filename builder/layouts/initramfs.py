@@ -8,7 +8,7 @@ from typing import BinaryIO
 from builder.cache import SegmentCache
 from builder.plan import BootPlan
 from builder.writers.initrd import Progress, write_initrd
-from builder.writers.members import InitrdResult
+from builder.writers.members import InitrdResult, Written
 
 
 def prepare(plan: BootPlan) -> None:
@@ -22,6 +22,7 @@ def write(
     *,
     progress: Progress | None,
     log: Callable[[str], None],
+    written: Written | None = None,
 ) -> InitrdResult:
     log(f"packing {len(plan.closure)} store paths ({plan.compression})")
     options = plan.options
@@ -35,4 +36,5 @@ def write(
         jobs=plan.jobs,
         progress=progress,
         cache=cache,
+        written=written,
     )

@@ -34,7 +34,7 @@ from builder.stage1.archive import write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file
 from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
 from builder.stage1.toplevel import ToplevelStage1, read_members
-from builder.writers.members import InitrdResult, Member
+from builder.writers.members import InitrdResult, Member, Written
 from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, write_image
 
 IMAGE_NAME = "nix-store.squashfs"  # where nixpkgs' netboot stage 1 looks for it
@@ -227,6 +227,7 @@ def write(
     *,
     progress: Progress | None,
     log: Callable[[str], None],
+    written: Written | None = None,  # unused: this layout's members are checked after writing
 ) -> InitrdResult:
     stage1 = prepared.stage1
     if isinstance(stage1, ToplevelStage1):

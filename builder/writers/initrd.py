@@ -42,10 +42,10 @@ from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, r
 from builder.writers import frames
 from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
-from builder.writers.members import InitrdResult, Member
+from builder.writers.members import InitrdResult, Member, Written
 from builder.writers.registration import registration
 
-GROUP_TARGET = 4 << 20  # plain bytes per cached group, on average
+GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
 WRITER_FORMAT = 1  # bump when the bytes written for the same input change
 REGISTRATION_NAME = "nix/store/nix-path-registration"
 # Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
@@ -186,11 +186,18 @@ class _Group:
 class _Output:
     """The initrd file, members appended in order; the members' descriptions follow the bytes."""
 
-    def __init__(self, dest: BinaryIO, comp: Compression) -> None:
+    def __init__(self, dest: BinaryIO, comp: Compression, written: Written | None) -> None:
         self.dest = dest
         self.comp = comp
         self.start = dest.tell()
         self.members: list[Member] = []
+        self._written = written
+
+    def _announce(self, count: int) -> None:
+        """Tell the self-check these last members are on disk: it reads them while we go on."""
+        if self._written is not None:
+            self.dest.flush()
+            self._written(self.members[-count:])
 
     @property
     def offset(self) -> int:
@@ -200,6 +207,7 @@ class _Output:
         offset = self.offset
         frame = single_member(self.comp, self.dest, fill)
         self.members.append(self._member(role, offset, frame.describe(), None))
+        self._announce(1)
 
     def segment(self, source: BinaryIO, described: list[dict[str, Any]], cache_key: str | None) -> bool:
         """Append a group's members, copied from source (a cache entry or a packed segment)."""
@@ -212,6 +220,7 @@ class _Output:
         for d in described:
             self.members.append(self._member("store", offset, d, cache_key))
             offset += d["size"]
+        self._announce(len(described))
         return True
 
     def _member(self, role: str, offset: int, d: dict[str, Any], cache_key: str | None) -> Member:
@@ -350,7 +359,10 @@ def write_initrd(
     jobs: int,
     progress: Progress | None = None,
     cache: SegmentCache | None = None,
+    written: Written | None = None,
 ) -> InitrdResult:
+    """Write the initrd to dest. `written`, if given, is told each batch of members as soon as
+    their bytes are in dest (flushed), in order, so that the self-check can read along."""
     paths = list(closure)
     sized: list[tuple[str, int]] = []
     for sp in paths:
@@ -360,7 +372,7 @@ def write_initrd(
             raise _store_error(sp, e) from None
         sized.append((sp.path, size))
 
-    out = _Output(dest, compression)
+    out = _Output(dest, compression, written)
     out.single("skeleton", lambda cpio: write_skeleton(cpio, init))
     done_paths = done_bytes = 0
     lock = threading.Lock()

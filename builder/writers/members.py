@@ -6,6 +6,7 @@ need not know how it was made.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from builder.closure import VerifiedPath
@@ -52,6 +53,10 @@ class Member:
             entries=int(doc["entries"]),  # type: ignore[call-overload]
             sha256=str(doc["sha256"]) if "sha256" in doc else None,
         )
+
+
+# Told each batch of members as soon as their bytes are in the initrd file, in order.
+Written = Callable[[Sequence[Member]], None]
 
 
 @dataclass(frozen=True)
