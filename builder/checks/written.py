@@ -25,7 +25,7 @@ from types import TracebackType
 from builder.errors import NetbuildError
 from builder.writers.members import Member
 
-_CHUNK = 4 << 20
+_CHUNK = 1 << 20
 
 
 class DamagedMembers(NetbuildError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -21,6 +22,8 @@ _FIELD_NAMES = (
     "devmajor", "devminor", "rdevmajor", "rdevminor", "namesize", "check",
 )  # fmt: skip
 _HEX_FIELD = re.compile(rb"[0-9a-fA-F]{8}")
+_HEX_FIELDS = re.compile(rb"[0-9a-fA-F]{104}")  # the 13 fields of a header, after its magic
+_FIELDS = struct.Struct(">13I")
 
 
 class CpioError(ValueError):
@@ -206,6 +209,17 @@ class _Reader:
         self.position = 0  # relative to the archive start
 
     def read(self, count: int, what: str) -> bytes:
+        if count <= _SKIP_CHUNK:  # headers, names, padding: one call, no generator (55k entries a second matter)
+            data = self._stream.read(count)
+            if len(data) == count:
+                self.position += count
+                return data
+            if data:  # a short read from a pipe is not the end: gather the rest
+                self.position += len(data)
+                return data + self.read(count - len(data), what)
+            raise CpioError(
+                f"offset {self.start + self.position}: archive truncated in {what} (0 of {count} bytes)"
+            )
         chunks = list(self._chunks(count, what))
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -249,12 +263,15 @@ def _parse_header(header: bytes, offset: int, accept_crc: bool = False) -> dict[
         if magic == CRC_MAGIC:
             raise CpioError(f"offset {offset}: cpio 'crc' format (070702); only newc (070701) is read")
         raise CpioError(f"offset {offset}: bad cpio magic {magic!r}, expected {MAGIC!r}")
-    fields: dict[str, int] = {}
-    for index, field_name in enumerate(_FIELD_NAMES):
-        raw = header[6 + 8 * index : 14 + 8 * index]
-        if not _HEX_FIELD.fullmatch(raw):
-            raise CpioError(f"offset {offset}: field {field_name} is not 8 hex digits: {raw!r}")
-        fields[field_name] = int(raw, 16)
+    if _HEX_FIELDS.fullmatch(header, 6, HEADER_SIZE):
+        # All 13 fields at once: one regex, one hex decode, one unpack (per field: 13 of each).
+        fields = dict(zip(_FIELD_NAMES, _FIELDS.unpack(bytes.fromhex(header[6:HEADER_SIZE].decode())), strict=True))
+    else:
+        for index, field_name in enumerate(_FIELD_NAMES):  # find the field to blame
+            raw = header[6 + 8 * index : 14 + 8 * index]
+            if not _HEX_FIELD.fullmatch(raw):
+                raise CpioError(f"offset {offset}: field {field_name} is not 8 hex digits: {raw!r}")
+        raise CpioError(f"offset {offset}: header of {len(header)} bytes, expected {HEADER_SIZE}")
     if fields["check"] != 0 and not crc:  # in the "crc" format it is a checksum of the data
         raise CpioError(f"offset {offset}: check field is {fields['check']:#x}, newc requires 0")
     if fields["namesize"] < 2:

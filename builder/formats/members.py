@@ -82,38 +82,11 @@ class StreamingMember:
                 self._sink(out)
 
 
-def decompressed_pieces(name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """The plain bytes of one member given as compressed chunks; CompressionError if it is damaged,
-    truncated or followed by anything."""
-    if name == "none":
-        yield from chunks
-        return
-    decoder: _Decoder
-    if name == "zstd":
-        decoder = zstandard.ZstdDecompressor().decompressobj()  # type: ignore[assignment]
-    elif name == "gzip":
-        decoder = zlib.decompressobj(wbits=31)
-    elif name == "xz":
-        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    else:
-        raise CompressionError(f"{name}: not a codec the initrd writer knows")
-    try:
-        for chunk in chunks:
-            if decoder.eof:
-                raise CompressionError(f"{name}: bytes after the end of the member")
-            out = decoder.decompress(chunk)
-            if out:
-                yield out
-    except (zstandard.ZstdError, zlib.error, lzma.LZMAError) as e:
-        raise CompressionError(f"{name}: {e}") from None
-    if not decoder.eof:
-        raise CompressionError(f"{name}: member truncated")
-    if decoder.unused_data:
-        raise CompressionError(f"{name}: bytes after the end of the member")
-
-
-def decompressed_range(name: str, f: BinaryIO, start: int, size: int, buffer: bytearray) -> Iterator[memoryview]:
-    """The plain bytes of the member that occupies exactly f[start : start + size], as views of
+def decompressed_range(
+    name: str, f: BinaryIO | bytes, start: int, size: int, buffer: bytearray
+) -> Iterator[memoryview]:
+    """The plain bytes of the member that occupies exactly f[start : start + size] (f a file opened
+    for reading, or bytes), as views of
     buffer (each valid until the next is asked for): however well the member compresses — a file
     of zeros shrinks several-thousandfold — no piece is larger than the buffer. CompressionError if
     the member is damaged, truncated, or ends before `size` bytes."""
@@ -127,7 +100,7 @@ def decompressed_range(name: str, f: BinaryIO, start: int, size: int, buffer: by
         if name == "zstd":
             if zstd_frame_size(window.read_at) != size:
                 raise CompressionError("zstd: the frame does not end where the member does")
-            reader = zstandard.ZstdDecompressor().stream_reader(window, read_size=1 << 20, read_across_frames=False)
+            reader = _zstd_decompressor().stream_reader(window, read_size=1 << 20, read_across_frames=False)
             while got := reader.readinto(view):
                 yield view[:got]
             return
@@ -180,17 +153,23 @@ def zstd_frame_size(read_at: Callable[[int, int], bytes]) -> int:
 
 
 class _Range:
-    """A read-only file over f[start : start + size]."""
+    """A read-only file over f[start : start + size] (f a file, or the bytes themselves)."""
 
-    def __init__(self, f: BinaryIO, start: int, size: int) -> None:
-        self._fd = f.fileno()
+    def __init__(self, f: BinaryIO | bytes, start: int, size: int) -> None:
+        self._data = f if isinstance(f, bytes) else None
+        self._fd = -1 if isinstance(f, bytes) else f.fileno()
         self._start = start
         self._size = size
         self._position = 0
 
     def read_at(self, offset: int, count: int) -> bytes:
         count = max(0, min(count, self._size - offset))
-        return os.pread(self._fd, count, self._start + offset) if count else b""
+        if not count:
+            return b""
+        begin = self._start + offset
+        if self._data is not None:
+            return self._data[begin : begin + count]
+        return os.pread(self._fd, count, begin)
 
     def read(self, count: int = -1) -> bytes:
         count = self._size - self._position if count < 0 else count
@@ -218,14 +197,15 @@ def _zstd(comp: Compression) -> zstandard.ZstdCompressor:
     return cached[1]
 
 
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    """One per thread, reused: its context (and window buffer) is allocated once, not per member."""
+    decompressor = getattr(_contexts, "zstd_decompressor", None)
+    if decompressor is None:
+        decompressor = _contexts.zstd_decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
 class _Engine(Protocol):
     def compress(self, data: Buffer, /) -> bytes: ...
 
     def flush(self) -> bytes: ...
-
-
-class _Decoder(Protocol):
-    eof: bool
-    unused_data: bytes
-
-    def decompress(self, data: bytes, /) -> bytes: ...

@@ -21,10 +21,10 @@ from typing import Any, BinaryIO
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, CompressionError
 from builder.formats.cpio import TRAILER_NAME, CpioError, CpioWriter, read_archive
-from builder.formats.members import StreamingMember, compress_member, decompressed_pieces, decompressed_range
+from builder.formats.members import StreamingMember, compress_member, decompressed_range
 
 CHUNK = 1 << 20
-FRAME_TARGET = 16 << 20  # plain bytes per member: < 1% larger than one stream at zstd -10
+FRAME_TARGET = 16 << 20  # plain bytes per member at most; a larger file is streamed (about 15% slower)
 _HEADER_SIZE = 110
 
 
@@ -71,6 +71,14 @@ class _PlainBuffer:
         return memoryview(self.buffer)[: self.size]
 
 
+def _scratch() -> bytearray:
+    """This thread's buffer for decompressed pieces, reused."""
+    buffer = getattr(_local, "scratch", None)
+    if buffer is None:
+        buffer = _local.scratch = bytearray(CHUNK)
+    return buffer
+
+
 class _MemoryReader:
     """read() over a buffer without copying it whole; skip_exactly() moves without copying."""
 
@@ -97,15 +105,16 @@ def _failed(comp: Compression, e: Exception) -> NetbuildError:
     return NetbuildError(f"self-check: a {comp.name} member failed to read back: {e}")
 
 
-def _check_buffered(comp: Compression, data: bytes, plain: memoryview, entries: int) -> None:
-    """The member decompresses to exactly the archive held in plain, and that archive parses."""
+def _check(comp: Compression, source: BinaryIO | bytes, start: int, size: int, plain: memoryview,
+           entries: int) -> None:  # fmt: skip
+    """The member at source[start : start + size] decompresses to exactly the archive held in plain,
+    and that archive parses. Decompressed in pieces no larger than the scratch buffer."""
     position = 0
-    pieces = (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))  # plain is ≤ FRAME_TARGET
-    for piece in decompressed_pieces(comp.name, pieces):
+    for piece in decompressed_range(comp.name, source, start, size, _scratch()):
         end = position + len(piece)
-        # bytes(view) then == is a memcpy and a memcmp; comparing with the view directly goes
-        # element by element, seven times slower.
-        if end > len(plain) or piece != bytes(plain[position:end]):
+        # Copies then ==: a memcpy each and a memcmp; comparing the views directly goes element
+        # by element, seven times slower.
+        if end > len(plain) or piece.tobytes() != bytes(plain[position:end]):
             raise ValueError("the member read back differs from the archive written")
         position = end
     if position != len(plain):
@@ -118,16 +127,26 @@ def _check_buffered(comp: Compression, data: bytes, plain: memoryview, entries: 
         raise ValueError(f"{count} entries read back, {entries} written")
 
 
-def _write_buffered(comp: Compression, plain: _PlainBuffer, entries: int, sink: BinaryIO) -> Frame:
+def _write_buffered(comp: Compression, plain: _PlainBuffer, entries: int, sink: BinaryIO, *,
+                    read_back: bool = True) -> Frame:  # fmt: skip
+    """Compress plain into sink and check it — read back from sink (a segment file, opened for
+    reading too), or, with read_back=False, from memory before it is written."""
+    start = sink.tell()
     with plain.view() as view:
         plain_sha256 = hashlib.sha256(view).hexdigest()
         data = compress_member(comp, view)
+        size, sha256 = len(data), hashlib.sha256(data).hexdigest()
         try:
-            _check_buffered(comp, data, view, entries)
+            if not read_back:
+                _check(comp, data, 0, size, view, entries)
+            sink.write(data)
+            del data  # up to FRAME_TARGET: gone before the check's buffers are needed
+            if read_back:
+                sink.flush()
+                _check(comp, sink, start, size, view, entries)
         except (CompressionError, CpioError, ValueError) as e:
             raise _failed(comp, e) from None
-    sink.write(data)
-    return Frame(len(data), plain.size, plain_sha256, entries, hashlib.sha256(data).hexdigest())
+    return Frame(size, plain.size, plain_sha256, entries, sha256)
 
 
 class _StreamedMember:
@@ -162,9 +181,8 @@ class _StreamedMember:
         # `netbuild check`. Here: the compressed bytes give back exactly the plain ones.
         digest = hashlib.sha256()
         plain_size = 0
-        buffer = _PlainBuffer().buffer or bytearray(CHUNK)  # this thread's, idle while streaming
         try:
-            for piece in decompressed_range(self._comp.name, self._sink, self._start, size, buffer):
+            for piece in decompressed_range(self._comp.name, self._sink, self._start, size, _scratch()):
                 digest.update(piece)
                 plain_size += len(piece)
         except CompressionError as e:
@@ -219,4 +237,4 @@ def single_member(comp: Compression, sink: BinaryIO, fill: Any) -> Frame:
     cpio = CpioWriter(plain.write)
     fill(cpio)
     cpio.trailer()
-    return _write_buffered(comp, plain, cpio.entries, sink)
+    return _write_buffered(comp, plain, cpio.entries, sink, read_back=False)  # sink: the initrd, write-only
