@@ -33,7 +33,7 @@ class NodeKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    path: Path  # absolute path on disk
+    path: str  # absolute path on disk (a str: a Path per node costs more than the node's header)
     relpath: str  # '' for the root, else 'a/b/c' relative to the root (fsdecoded, surrogateescape)
     kind: NodeKind
     executable: bool  # regular files: the owner x bit, the one bit Nix looks at
@@ -50,7 +50,7 @@ class Node:
         return os.fsencode(self.relpath.rpartition("/")[2])
 
 
-def _node(path: Path, relpath: str) -> Node:
+def _node(path: str, relpath: str) -> Node:
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
         return Node(path, relpath, NodeKind.DIRECTORY, False, 0, b"")
@@ -61,20 +61,19 @@ def _node(path: Path, relpath: str) -> Node:
     raise NarError(f"{path}: not a directory, regular file or symlink (mode {st.st_mode:o})")
 
 
-def _sorted_names(directory: Path) -> list[bytes]:
+def _sorted_names(directory: str) -> list[bytes]:
     # NAR orders entries by their name bytes, so 'a' (and everything under it) precedes 'a.b'.
     return sorted(os.listdir(os.fsencode(directory)))
 
 
-def walk(root: Path) -> Iterator[Node]:
+def walk(root: Path | str) -> Iterator[Node]:
     """The root, then every node below it, pre-order depth-first in NAR order; never follows symlinks."""
-    root = Path(os.path.abspath(root))
-    top = _node(root, "")
+    top = _node(os.path.abspath(root), "")
     yield top
     if top.kind is not NodeKind.DIRECTORY:
         return
     # An explicit stack instead of recursion: store trees can be deeper than Python's recursion limit.
-    pending: list[tuple[Node, Iterator[bytes]]] = [(top, iter(_sorted_names(root)))]
+    pending: list[tuple[Node, Iterator[bytes]]] = [(top, iter(_sorted_names(top.path)))]
     while pending:
         parent, names = pending[-1]
         name = next(names, None)
@@ -82,7 +81,7 @@ def walk(root: Path) -> Iterator[Node]:
             pending.pop()
             continue
         decoded = os.fsdecode(name)
-        child = _node(parent.path / decoded, f"{parent.relpath}/{decoded}" if parent.relpath else decoded)
+        child = _node(f"{parent.path}/{decoded}", f"{parent.relpath}/{decoded}" if parent.relpath else decoded)
         yield child
         if child.kind is NodeKind.DIRECTORY:
             pending.append((child, iter(_sorted_names(child.path))))
