@@ -24,6 +24,7 @@ _FIELD_NAMES = (
 _HEX_FIELD = re.compile(rb"[0-9a-fA-F]{8}")
 _HEX_FIELDS = re.compile(rb"[0-9a-fA-F]{104}")  # the 13 fields of a header, after its magic
 _FIELDS = struct.Struct(">13I")
+_HEADER_FIELDS = MAGIC + b"%08X" * len(_FIELD_NAMES)
 
 
 class CpioError(ValueError):
@@ -103,7 +104,7 @@ class CpioWriter:
             ino, mode, 0, 0, nlink, self._mtime if mtime is None else mtime, size,
             0, 0, rdev[0], rdev[1], len(raw_name) + 1, 0,
         )  # fmt: skip
-        header = MAGIC + b"".join(b"%08X" % value for value in fields) + raw_name + b"\0"
+        header = _HEADER_FIELDS % fields + raw_name + b"\0"  # one format for all 13 fields
         return header + _pad4(self._offset + len(header))
 
     def _begin(self, name: str) -> bytes:
