@@ -1,9 +1,11 @@
 """Which store paths share a cached, separately compressed segment of the initrd.
 
-One segment per store path would make the cache perfect and the initrd 3% larger (hundreds of
+One segment per store path would make the cache perfect and the initrd 1.5–3% larger (hundreds of
 small zstd frames, each starting with an empty window); one segment for everything would recompress
-the whole closure for any change. Groups of about `target` bytes keep both: the ratio loss of a
-16 MiB frame is under 1%, and a rebuild recompresses only the groups whose store paths changed.
+the whole closure for any change. Groups of about `target` bytes keep both: on the benchmark
+closure, 2 MiB groups cost 0.6% against one stream (16 MiB: 0.1%, but one unlucky group then held
+16 MB and a one-package rebuild recompressed 25 MB instead of 5.5 MB), and a rebuild recompresses
+only the groups whose store paths changed.
 
 The boundaries must not move when an unrelated path is added or removed, or one change would
 invalidate every group after it. So whether a group ends after a path is decided by that path

@@ -13,11 +13,13 @@ have nlink 1, so the kernel never compares inode numbers), so its bytes do not d
 Each store path is read exactly once: the same walk feeds the cpio writer and a NAR hasher, so the
 narHash/narSize the closure claims are verified (or, when absent, computed) while packing.
 
-Members are compressed on `jobs` threads (the codecs release the GIL) while this thread reads the
-store, and each is checked as soon as it is made — decompressed again and its records parsed — so
-the build's self-check need only confirm the bytes on disk are the ones checked. Memory stays
-bounded: at most jobs + 1 members are in flight, and an entry too large for one member is
-compressed as it is read rather than held in memory.
+Groups the cache lacks are packed on `jobs` threads (the codecs and hashes release the GIL), a
+whole group per task, largest first, each into a segment file of its own; this thread appends the
+segments to the initrd in path order (an in-kernel copy) as they are ready, cached ones included.
+Each member is checked as soon as it is made — decompressed again and its records parsed — so the
+build's self-check need only confirm the bytes on disk are the ones checked. Memory stays bounded
+and flat in the closure's size: each thread holds one member of at most FRAME_TARGET plain bytes,
+an entry too large for one member is compressed as it is read, and waiting segments are files.
 """
 
 from __future__ import annotations
