@@ -55,45 +55,56 @@ def cache_key(material: Any) -> str:
 
 
 class CacheEntry:
-    """An open, meta-checked entry."""
+    """An entry whose meta was checked when it was looked up. Its file is opened again only to copy
+    the blob (a build looks up thousands of entries before it copies the first)."""
 
-    def __init__(self, cache: SegmentCache, key: str, file: BinaryIO, meta: dict[str, Any]) -> None:
-        self._cache = cache
+    def __init__(self, key: str, path: Path, meta: dict[str, Any]) -> None:
         self.key = key
-        self.file = file  # the blob is its first meta["blob_size"] bytes
+        self.path = path
         self.meta = meta
 
     @property
     def blob_size(self) -> int:
         return int(self.meta["blob_size"])
 
-    def close(self) -> None:
-        self.file.close()
+    def open_blob(self) -> BinaryIO:
+        """The entry's file (the blob is its first blob_size bytes); FileNotFoundError if another
+        build pruned it meanwhile."""
+        return open(self.path, "rb")
 
 
 class EntryWriter:
-    """One entry being made: the caller writes the blob to `file`, then commit() publishes it."""
+    """One entry being made: the caller writes the blob to `file` and seal()s it; open_blob() reads
+    it back; keep(meta) publishes the entry under its key, abort() forgets it."""
 
     def __init__(self, cache: SegmentCache, key: str) -> None:
         self._cache = cache
         self._key = key
         fd, name = tempfile.mkstemp(prefix=f"{key[:16]}.", suffix=".tmp", dir=cache.temp_dir)
         self._temp = Path(name)
-        self.file: BinaryIO = os.fdopen(fd, "w+b")  # read back: copied into the initrd before commit
+        self.file: BinaryIO | None = os.fdopen(fd, "w+b")  # read back while packing: the check
 
-    def commit(self, meta: dict[str, Any]) -> None:
-        self.file.seek(0, os.SEEK_END)
-        meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": self.file.tell()}
-        meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-        self.file.write(meta_bytes)
-        self.file.write(_FOOTER.pack(len(meta_bytes), hashlib.sha256(meta_bytes).digest(), MAGIC))
-        self.file.close()
+    def seal(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def open_blob(self) -> BinaryIO:
+        return open(self._temp, "rb")
+
+    def keep(self, meta: dict[str, Any]) -> None:
+        self.seal()
+        with open(self._temp, "ab") as f:
+            meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": f.tell()}
+            meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+            f.write(meta_bytes)
+            f.write(_FOOTER.pack(len(meta_bytes), hashlib.sha256(meta_bytes).digest(), MAGIC))
         final = self._cache.entry_path(self._key)
         final.parent.mkdir(exist_ok=True)
         os.replace(self._temp, final)
 
     def abort(self) -> None:
-        self.file.close()
+        self.seal()
         self._temp.unlink(missing_ok=True)
 
 
@@ -126,19 +137,18 @@ class SegmentCache:
     def lookup(self, key: str) -> CacheEntry | None:
         path = self.entry_path(key)
         try:
-            file = open(path, "rb")  # noqa: SIM115 — the entry owns it until copy_blob/close
+            with open(path, "rb") as file:
+                meta = _read_meta(file, key)
         except FileNotFoundError:
             self.stats.misses += 1
             return None
-        meta = _read_meta(file, key)
         if meta is None:
-            file.close()
             self.drop(key)
             return None
-        with contextlib.suppress(OSError):  # pruned meanwhile: the open file still reads
+        with contextlib.suppress(OSError):  # pruned meanwhile: the caller finds out when it copies
             os.utime(path)  # least recently used = oldest mtime
         self.stats.hits += 1
-        return CacheEntry(self, key, file, meta)
+        return CacheEntry(key, path, meta)
 
     def writer(self, key: str) -> EntryWriter:
         return EntryWriter(self, key)

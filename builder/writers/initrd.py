@@ -24,45 +24,33 @@ an entry too large for one member is compressed as it is read, and waiting segme
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from builder.cache import CacheEntry, EntryWriter, SegmentCache, cache_key
+from builder.cache import CacheEntry, EntryWriter, SegmentCache
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
 from builder.filecopy import copy_range
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
-from builder.formats.members import codec_version
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
-from builder.writers import frames
 from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Member, Written
 from builder.writers.registration import registration
+from builder.writers.segments import Spool, cached_paths, group_key, path_identity, store_error
 
 GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
-WRITER_FORMAT = 1  # bump when the bytes written for the same input change
 REGISTRATION_NAME = "nix/store/nix-path-registration"
 # Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
 # copy of the store happens to carry (umask, a cp without -p) is not part of the path's identity.
 DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
 
 Progress = Callable[[int, int], None]  # (store paths done, bytes of the closure done)
-
-
-def _store_error(sp: StorePath, e: Exception) -> NetbuildError:
-    if isinstance(e, OSError):
-        if e.filename is None:
-            raise e  # writing failed, not reading the store: the caller reports it
-        return NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}")
-    return NetbuildError(f"{sp.path}: {e}")
 
 
 def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, hasher: NarHasher,
@@ -107,7 +95,7 @@ def pack_store_path(
             builder.entry_done()
         digest, size = hasher.finish()
     except (NarError, CpioError, OSError) as e:
-        raise _store_error(sp, e) from None
+        raise store_error(sp, e) from None
     return sp.verified(digest, size)
 
 
@@ -124,50 +112,6 @@ def write_skeleton(cpio: CpioWriter, init: str) -> None:
     cpio.directory("tmp", 0o1777)
 
 
-# --- the cache's view of a group -------------------------------------------------------------
-
-
-def _path_identity(sp: StorePath, store: StoreFS) -> list[Any]:
-    """What a cached group may be reused for: the NAR hash when the closure gives one (store paths
-    are immutable), otherwise the metadata of every file (a change of content changes mtime/size)."""
-    if sp.nar_hash is not None:
-        return [sp.path, sp.nar_hash.hex(), sp.nar_size]
-    digest = hashlib.sha256()
-    try:
-        for node in walk(store.disk_path(sp.path)):
-            st = os.lstat(node.path)
-            digest.update(repr((node.relpath, node.kind.value, node.executable, node.size, node.target,
-                                st.st_mtime_ns, st.st_ctime_ns, st.st_ino)).encode())
-    except (NarError, OSError) as e:
-        raise _store_error(sp, e) from None
-    return [sp.path, None, digest.hexdigest()]
-
-
-def _group_key(comp: Compression, identities: list[list[Any]]) -> str:
-    return cache_key({
-        "writer": WRITER_FORMAT,
-        "codec": str(comp),
-        "codec_version": codec_version(comp.name),
-        "frame_target": frames.FRAME_TARGET,
-        "chunk": CHUNK,
-        "paths": identities,
-    })
-
-
-def _cached_paths(entry: CacheEntry, paths: Sequence[StorePath]) -> list[VerifiedPath] | None:
-    recorded = entry.meta.get("paths", [])
-    if [r["path"] for r in recorded] != [sp.path for sp in paths]:
-        return None
-    verified = []
-    for sp, r in zip(paths, recorded, strict=True):
-        digest = bytes.fromhex(r["narHash"])
-        size = int(r["narSize"])
-        if (sp.nar_hash not in (None, digest)) or (sp.nar_size not in (None, size)):
-            return None  # the closure disagrees with what was packed: pack again and say why
-        verified.append(VerifiedPath(sp.path, digest, size, sp.references))
-    return verified
-
-
 # --- assembling the initrd -----------------------------------------------------------------
 
 
@@ -178,8 +122,7 @@ class _Group:
     key: str | None
     plain_bytes: int  # the paths' NAR size: how long packing it takes, roughly
     entry: CacheEntry | None = None  # a hit
-    writer: EntryWriter | None = None  # a miss, stored as it is packed
-    segment: BinaryIO | None = None  # where a packed group's members are: writer.file or a spool file
+    segment: EntryWriter | Spool | None = None  # a miss: where its members are packed
     frames: list[Frame] = field(default_factory=list)
     verified: list[VerifiedPath] = field(default_factory=list)
     from_cache: bool = False
@@ -284,11 +227,12 @@ class _Assembler:
 
     def _pack(self, group: _Group) -> None:
         if self.cache is not None and group.key is not None:
-            group.writer = self.cache.writer(group.key)
-            group.segment = group.writer.file
+            segment: EntryWriter | Spool = self.cache.writer(group.key)
         else:
-            group.segment = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 — closed in _append_packed
-        builder = FrameBuilder(self.out.comp, group.segment)
+            segment = Spool(self.spool_dir)
+        group.segment = segment
+        assert segment.file is not None
+        builder = FrameBuilder(self.out.comp, segment.file)
 
         def read(n: int) -> None:
             self.report(0, n)
@@ -296,53 +240,52 @@ class _Assembler:
         group.verified = [pack_store_path(builder, sp, self.store, read) for sp in group.paths]
         builder.finish()
         group.frames = builder.frames
-        group.segment.flush()
+        segment.seal()  # closed until its turn: thousands of groups may be packed ahead
 
     def _append_packed(self, group: _Group) -> None:
-        assert group.segment is not None
+        segment = group.segment
+        assert segment is not None
         described = [f.describe() for f in group.frames]
-        if not self.out.segment(group.segment, described, None):
-            raise NetbuildError("assembling the initrd: a packed segment was shorter than written")
-        if group.writer is not None:
-            group.writer.commit({
-                "frames": described,
-                "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
-            })
-            group.writer = None
-        else:
-            group.segment.close()
+        with segment.open_blob() as blob:
+            if not self.out.segment(blob, described, None):
+                raise NetbuildError("assembling the initrd: a packed segment was shorter than written")
+        segment.keep({
+            "frames": described,
+            "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
+        })
         group.segment = None
         self.report(len(group.paths), 0)
 
     def _append_cached(self, group: _Group) -> None:
-        assert group.entry is not None
-        entry, group.entry = group.entry, None
-        verified = _cached_paths(entry, group.paths)
+        entry = group.entry
+        assert entry is not None
+        group.entry = None
+        verified = cached_paths(entry, group.paths)
         whole = sum(d["size"] for d in entry.meta["frames"]) == entry.blob_size
-        if verified is not None and whole and self.out.segment(entry.file, entry.meta["frames"], entry.key):
-            entry.close()
-            group.verified = verified
-            group.from_cache = True
-            self.report(len(group.paths), sum(v.nar_size for v in verified))
-            return
-        entry.close()
-        if verified is not None:
-            assert self.cache is not None
-            self.cache.drop(entry.key)  # its blob is not what its meta describes
-        # Damaged or inconsistent: pack it again here, in order, before anything after it.
+        if verified is not None and whole:
+            try:
+                with entry.open_blob() as blob:
+                    copied = self.out.segment(blob, entry.meta["frames"], entry.key)
+            except FileNotFoundError:
+                copied = False  # pruned by another build since it was looked up: pack it again
+            else:
+                if not copied:
+                    assert self.cache is not None
+                    self.cache.drop(entry.key)  # shorter than its meta says
+            if copied:
+                group.verified = verified
+                group.from_cache = True
+                self.report(len(group.paths), sum(v.nar_size for v in verified))
+                return
+        # Damaged, inconsistent or gone: pack it again here, in order, before anything after it.
         self._pack(group)
         self._append_packed(group)
 
     def _discard(self, group: _Group) -> None:
-        if group.writer is not None:
-            group.writer.abort()
-            group.writer = None
-        elif group.segment is not None:
-            group.segment.close()
-        group.segment = None
-        if group.entry is not None:
-            group.entry.close()
-            group.entry = None
+        if group.segment is not None:
+            group.segment.abort()
+            group.segment = None
+        group.entry = None
 
 
 def _spool_dir(dest: BinaryIO) -> str | None:
@@ -371,7 +314,7 @@ def write_initrd(
         try:
             size = sp.nar_size if sp.nar_size is not None else nar_size(store.disk_path(sp.path))
         except (NarError, OSError) as e:
-            raise _store_error(sp, e) from None
+            raise store_error(sp, e) from None
         sized.append((sp.path, size))
 
     out = _Output(dest, compression, written)
@@ -390,7 +333,7 @@ def write_initrd(
     groups: list[_Group] = []
     for indexes in group_paths(sized, GROUP_TARGET):
         members = [paths[i] for i in indexes]
-        key = _group_key(compression, [_path_identity(sp, store) for sp in members]) if cache else None
+        key = group_key(compression, [path_identity(sp, store) for sp in members]) if cache else None
         entry = cache.lookup(key) if cache is not None and key is not None else None
         groups.append(_Group(len(groups), members, key, sum(sized[i][1] for i in indexes), entry))
     _Assembler(out, store, max(1, jobs), cache, report).run(groups)

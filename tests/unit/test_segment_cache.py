@@ -24,16 +24,16 @@ from builder.writers.members import InitrdResult
 
 def _commit(cache: SegmentCache, key: str, blob: bytes) -> None:
     writer = cache.writer(key)
+    assert writer.file is not None
     writer.file.write(blob)
-    writer.commit({"frames": [], "paths": []})
+    writer.keep({"frames": [], "paths": []})
 
 
 def _read(cache: SegmentCache, key: str) -> bytes | None:
     entry = cache.lookup(key)
     if entry is None:
         return None
-    with entry.file as f:
-        f.seek(0)
+    with entry.open_blob() as f:
         return f.read(entry.blob_size)
 
 
@@ -218,3 +218,24 @@ def test_the_output_does_not_depend_on_the_job_count(tmp_path: Path, small_group
     closure = _closure(root, _store(root, 20))
     outputs = {_write(root, closure, None, jobs=j)[0] for j in (1, 2, 5)}
     assert len(outputs) == 1
+
+
+@pytest.mark.usefixtures("small_groups")
+def test_thousands_of_groups_do_not_need_thousands_of_open_files(tmp_path: Path) -> None:
+    # Packing runs ahead of appending and a warm build looks up every group first: neither may keep
+    # a file open per group (a default descriptor limit is 1024; here it is 96 for 150+ groups).
+    import resource
+
+    root = tmp_path / "store"
+    closure = _closure(root, _store(root, 260))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
+    try:
+        cold, cold_result = _write(root, closure, SegmentCache(tmp_path / "cache"))
+        warm, warm_result = _write(root, closure, SegmentCache(tmp_path / "cache"))
+        spooled, _ = _write(root, closure, None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    groups = cold_result.reused[1]  # type: ignore[attr-defined]
+    assert groups > 120 and warm_result.reused == (groups, groups)  # type: ignore[attr-defined]
+    assert cold == warm == spooled
