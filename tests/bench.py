@@ -47,6 +47,7 @@ GOALS = {
 }
 PEAK_MEMORY_GOAL_MB = 200
 REPEATS = 3  # timed runs per step; the median counts
+SETTLE_S = 2.0
 
 
 @dataclass
@@ -224,8 +225,10 @@ def median(runs: list[Run]) -> Run:
 
 
 def settle(inputs: list[Path]) -> None:
-    """Before a timed run: flush pending writes, and read its inputs into the page cache."""
+    """Before a timed run: flush pending writes, let the machine settle, and read its inputs into
+    the page cache."""
     os.sync()
+    time.sleep(SETTLE_S)  # memory freed by the step before is handed back to the hypervisor meanwhile
     buffer = bytearray(1 << 20)
     for top in inputs:
         for root, _dirs, files in os.walk(top) if top.is_dir() else [(str(top.parent), [], [top.name])]:
@@ -286,16 +289,21 @@ def main() -> int:
     store_files = [Path(p) for p in paths]
     runs: dict[str, list[Run]] = {name: [] for name in ("limit", "nixpkgs", "cold", "warm", "changed")}
     nixpkgs_size = single_stream = 0
-    for rep in range(repeats):
-        print(f"bench: timed runs, round {rep + 1} of {repeats}: zstd limit, nixpkgs pipeline, netbuild cold, "
-              "warm, changed", file=sys.stderr)
+
+    def time_limit() -> None:
+        nonlocal single_stream
         settle([plain_initrd])
         runs["limit"].append(measured(["zstd", f"-T{cores}", "-10", "-q", "-c"], stdin=plain_initrd,
                                       stdout=work / "limit.zst"))
         single_stream = (work / "limit.zst").stat().st_size
+
+    def time_nixpkgs() -> None:
+        nonlocal nixpkgs_size
         settle(store_files)
         run, nixpkgs_size = nixpkgs_pipeline(work, paths)
         runs["nixpkgs"].append(run)
+
+    def time_netbuild() -> None:
         cache = work / "cache"
         shutil.rmtree(cache, ignore_errors=True)
         settle(store_files)
@@ -308,6 +316,17 @@ def main() -> int:
         # Same bytes whatever the cache: checked on every round.
         if sha256(work / "cold" / "initrd") != sha256(work / "warm" / "initrd"):
             raise SystemExit("bench: the initrd differs between the cold and the warm build")
+
+    # Each round runs the three in another order, so that no step always follows the same one (the
+    # nixpkgs pipeline copies and deletes the whole closure, which slows whatever runs next here).
+    steps = [("zstd limit", time_limit), ("nixpkgs pipeline", time_nixpkgs),
+             ("netbuild cold, warm, changed", time_netbuild)]
+    for rep in range(repeats):
+        order = steps[rep % len(steps):] + steps[: rep % len(steps)]
+        print(f"bench: timed runs, round {rep + 1} of {repeats}: {'; '.join(name for name, _ in order)}",
+              file=sys.stderr)
+        for _name, step in order:
+            step()
     limit, nixpkgs, cold, warm, changed = (median(runs[name]) for name in ("limit", "nixpkgs", "cold", "warm",
                                                                           "changed"))
     settle(store_files)
@@ -397,8 +416,9 @@ def render(r: Results, machine_text: str, paths: int, nar_total: int, entries: i
         f"Machine: {machine_text}.",
         f"Closure: {paths} store paths, {nar_total / MB:.0f} MB (NAR), {entries} entries, imported from host files "
         "by `tests/fixtures/bench.nix`. Produced by `make bench` (tests/bench.py) in one run. Times are the "
-        f"median of {REPEATS} interleaved runs (fastest–slowest in brackets); before each, pending writes are "
-        "flushed and its inputs read into the page cache, alike for the anchors and for netbuild.",
+        f"median of {REPEATS} interleaved runs, in a different order each round (fastest–slowest in brackets); "
+        "before each, pending writes are flushed, the machine is left idle for "
+        f"{SETTLE_S:.0f} s and the run's inputs are read into the page cache, alike for the anchors and netbuild.",
         "",
         "| what | time | size | peak memory |",
         "|---|---:|---:|---:|",
