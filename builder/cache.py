@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from builder.errors import NetbuildError
+from builder.tempblob import TempBlob
 
 MAGIC = b"NBSEG-1\n"
 _FOOTER = struct.Struct("<Q32s8s")  # meta length, sha256 of meta, MAGIC
@@ -73,39 +74,24 @@ class CacheEntry:
         return open(self.path, "rb")
 
 
-class EntryWriter:
-    """One entry being made: the caller writes the blob to `file` and seal()s it; open_blob() reads
-    it back; keep(meta) publishes the entry under its key, abort() forgets it."""
+class EntryWriter(TempBlob):
+    """One entry being made (see TempBlob); keep(meta) publishes it under its key."""
 
     def __init__(self, cache: SegmentCache, key: str) -> None:
+        super().__init__(cache.temp_dir, f"{key[:16]}.")
         self._cache = cache
         self._key = key
-        fd, name = tempfile.mkstemp(prefix=f"{key[:16]}.", suffix=".tmp", dir=cache.temp_dir)
-        self._temp = Path(name)
-        self.file: BinaryIO | None = os.fdopen(fd, "w+b")  # read back while packing: the check
-
-    def seal(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-    def open_blob(self) -> BinaryIO:
-        return open(self._temp, "rb")
 
     def keep(self, meta: dict[str, Any]) -> None:
         self.seal()
-        with open(self._temp, "ab") as f:
+        with open(self.temp, "ab") as f:
             meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": f.tell()}
             meta_bytes = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
             f.write(meta_bytes)
             f.write(_FOOTER.pack(len(meta_bytes), hashlib.sha256(meta_bytes).digest(), MAGIC))
         final = self._cache.entry_path(self._key)
         final.parent.mkdir(exist_ok=True)
-        os.replace(self._temp, final)
-
-    def abort(self) -> None:
-        self.seal()
-        self._temp.unlink(missing_ok=True)
+        os.replace(self.temp, final)
 
 
 @dataclass

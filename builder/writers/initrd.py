@@ -31,18 +31,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from builder.cache import CacheEntry, EntryWriter, SegmentCache
+from builder.cache import CacheEntry, SegmentCache
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
 from builder.filecopy import copy_range
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
+from builder.tempblob import TempBlob
 from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Member, Written
 from builder.writers.registration import registration
-from builder.writers.segments import Spool, cached_paths, group_key, path_identity, store_error
+from builder.writers.segments import cached_paths, group_key, path_identity, store_error
 
 GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
 REGISTRATION_NAME = "nix/store/nix-path-registration"
@@ -122,7 +123,7 @@ class _Group:
     key: str | None
     plain_bytes: int  # the paths' NAR size: how long packing it takes, roughly
     entry: CacheEntry | None = None  # a hit
-    segment: EntryWriter | Spool | None = None  # a miss: where its members are packed
+    segment: TempBlob | None = None  # a miss: where its members are packed (a cache entry being made)
     frames: list[Frame] = field(default_factory=list)
     verified: list[VerifiedPath] = field(default_factory=list)
     from_cache: bool = False
@@ -227,9 +228,9 @@ class _Assembler:
 
     def _pack(self, group: _Group) -> None:
         if self.cache is not None and group.key is not None:
-            segment: EntryWriter | Spool = self.cache.writer(group.key)
+            segment: TempBlob = self.cache.writer(group.key)
         else:
-            segment = Spool(self.spool_dir)
+            segment = TempBlob(self.spool_dir, ".segment-")  # no cache: gone once appended
         group.segment = segment
         assert segment.file is not None
         builder = FrameBuilder(self.out.comp, segment.file)

@@ -1,19 +1,14 @@
-"""A group's segment: where its packed members wait for their turn in the initrd, and what the
-cache knows of it (its key, and the NAR hashes it was packed from).
-
-Only paths are kept between packing a group and appending it, never open files: a large closure
-has thousands of groups, and packing runs ahead of appending (largest first), so open files
-would run into the descriptor limit (1024 by default).
+"""What the cache knows of a group of store paths: its key (the paths' NAR hashes and the writer's
+settings), and the NAR hashes it was packed from; and how a failure reading the store is told.
+Where a packed group waits for its turn in the initrd is a TempBlob (builder/tempblob.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
-from typing import Any, BinaryIO
+from typing import Any
 
 from builder.cache import CacheEntry, cache_key
 from builder.closure import StoreFS, StorePath, VerifiedPath
@@ -34,31 +29,6 @@ def store_error(sp: StorePath, e: Exception) -> NetbuildError:
             raise e  # writing failed, not reading the store: the caller reports it
         return NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}")
     return NetbuildError(f"{sp.path}: {e}")
-
-
-class Spool:
-    """A packed group's segment when there is no cache: a file beside the output, removed once
-    appended. The same four steps as a cache entry being written (cache.EntryWriter)."""
-
-    def __init__(self, directory: str | None) -> None:
-        fd, self._path = tempfile.mkstemp(prefix=".segment-", dir=directory)
-        self.file: BinaryIO | None = os.fdopen(fd, "w+b")
-
-    def seal(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-    def open_blob(self) -> BinaryIO:
-        return open(self._path, "rb")
-
-    def keep(self, meta: dict[str, Any]) -> None:
-        os.unlink(self._path)
-
-    def abort(self) -> None:
-        self.seal()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
 
 
 def path_identity(sp: StorePath, store: StoreFS) -> list[Any]:
