@@ -37,7 +37,12 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--via", type=click.Choice(VIAS), default="direct", show_default=True,
               help="direct: QEMU loads bzImage+initrd; tftp: QEMU's TFTP server and its iPXE ROM; "
                    "http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP.")
-@click.option("--uefi", is_flag=True, help="Boot through OVMF (UEFI) instead of SeaBIOS.")
+@click.option("--uefi", is_flag=True,
+              help="Boot through OVMF (UEFI) instead of SeaBIOS. With --via tftp/http the firmware's own PXE "
+                   "client loads iPXE for UEFI (the ipxe package's snponly.efi), as on a real UEFI machine.")
+@click.option("--ipxe-efi", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="FILE",
+              help="--uefi --via tftp/http: the iPXE EFI program the firmware loads "
+                   "(default: /usr/lib/ipxe/snponly.efi).")
 @click.option("--expect", metavar="TEXT",
               help="Succeed as soon as TEXT appears on the console; fail on timeout, panic or QEMU exit.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -62,6 +67,7 @@ def boot_command(
     out: Path,
     via: str,
     uefi: bool,
+    ipxe_efi: Path | None,
     expect: str | None,
     timeout: float | None,
     memory: int | None,
@@ -104,6 +110,7 @@ def boot_command(
         http_port=port,
         interactive=expect is None and sys.stdin.isatty(),
         qemu=qemu,
+        ipxe_efi=ipxe_efi,
     )
     outcome = boot(out, options, log=_stderr)
     if expect is not None:

@@ -9,6 +9,17 @@
 Each with SeaBIOS (default) or OVMF (UEFI). Extra kernel parameters (--append) reach an iPXE boot
 the way a menu would pass them, through iPXE's ${cmdline}: a small chain script, rendered from
 ipxe/boot-chain.ipxe, sets it (and any --set variables) and chain-loads the directory's script.
+
+Under UEFI the guest boots as a real UEFI machine does: the firmware's own PXE client (the NIC has
+no iPXE option ROM) fetches iPXE for UEFI (the ipxe package's snponly.efi) over TFTP, and that
+iPXE fetches the script. Not the NIC's ROM: whether it takes over from the firmware depends on
+the ROM's iPXE version (Debian 12's does, Debian 13's leaves the boot to OVMF's PXE client, which
+then fetches the script as if it were a program). QEMU's DHCP server hands every client the same
+boot file, so that one name must give the firmware an EFI program and iPXE the script: it is an
+absolute URL (`tftp://10.0.2.2/netboot.ipxe`, `http://10.0.2.2:PORT/netboot.ipxe`). iPXE reads it
+as a URL and fetches the script; the firmware asks QEMU's TFTP server for a file of that literal
+name, which the boot's own TFTP root holds: snponly.efi. Newer OVMF (edk2 2024 and later) also
+offers network boot only with a random number generator, so the guest gets a virtio-rng device.
 """
 
 from __future__ import annotations
@@ -48,6 +59,13 @@ OVMF_CANDIDATES = (
     (Path("/usr/share/edk2/ovmf/OVMF_CODE.fd"), Path("/usr/share/edk2/ovmf/OVMF_VARS.fd")),
     (Path("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd"), Path("/usr/share/edk2-ovmf/x64/OVMF_VARS.fd")),
 )
+# iPXE for UEFI machines, using the firmware's network driver (SNP): what the firmware's PXE client
+# loads. Debian/Ubuntu's ipxe package first.
+IPXE_EFI_CANDIDATES = (
+    Path("/usr/lib/ipxe/snponly.efi"),
+    Path("/usr/share/ipxe/ipxe-snponly-x86_64.efi"),  # Fedora: ipxe-bootimgs-x64
+    Path("/usr/share/ipxe/x86_64/snponly.efi"),
+)
 _SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 
 Log = Callable[[str], None]
@@ -70,6 +88,7 @@ class BootOptions:
     interactive: bool = False  # the terminal types into the guest (and Ctrl-A X quits QEMU)
     qemu: str = QEMU
     ovmf: tuple[Path, Path] | None = None  # (code, vars template); None: the distribution's
+    ipxe_efi: Path | None = None  # iPXE the UEFI firmware loads (tftp, http); None: the distribution's
 
 
 @dataclass(frozen=True)
@@ -207,19 +226,20 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
             else:
                 target = script_url
             settings = _settings(options)
-            if settings:
-                # A root of our own: the chain script beside a link to the directory.
-                root = tmp / "tftp"
-                root.mkdir()
+            tftp_root = directory if options.via == "tftp" else None
+            if settings or options.uefi:
+                # A root of our own: the directory as IMAGE_LINK, the chain script, the UEFI loader.
+                tftp_root = tmp / "tftp"
+                tftp_root.mkdir()
                 if options.via == "tftp":
-                    (root / IMAGE_LINK).symlink_to(directory)
+                    (tftp_root / IMAGE_LINK).symlink_to(directory)
                     target = f"{IMAGE_LINK}/{target}"
-                (root / CHAIN_SCRIPT).write_bytes(chain_script(target=target, settings=settings))
-                command += _network(root, CHAIN_SCRIPT, boot=True)
-            elif options.via == "tftp":
-                command += _network(directory, target, boot=True)
-            else:
-                command += _network(None, target, boot=True)
+                if settings:
+                    (tftp_root / CHAIN_SCRIPT).write_bytes(chain_script(target=target, settings=settings))
+                    target = CHAIN_SCRIPT
+                if options.uefi:
+                    target = _uefi_boot_file(tftp_root, target, options.ipxe_efi or find_ipxe_efi())
+            command += _network(tftp_root, target, boot=True, option_rom=not options.uefi)
         command += list(options.qemu_args)
         yield Launch(command=command, accel=accel, server=server)
 
@@ -251,14 +271,36 @@ def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
     return args
 
 
-def _network(tftp_root: Path | None, bootfile: str | None, *, boot: bool) -> list[str]:
+def _uefi_boot_file(tftp_root: Path, target: str, ipxe_efi: Path) -> str:
+    """The DHCP boot file for a UEFI network boot of `target` (a path in tftp_root, or an http URL):
+    an absolute URL, which iPXE fetches, and under whose literal name tftp_root holds `ipxe_efi`
+    for the firmware's PXE client (see the module's docstring)."""
+    url = target if "://" in target else f"tftp://{GUEST_HOST}/{target}"
+    loader = tftp_root / url  # QEMU's TFTP server reads "tftp://h/p" as the path tftp:/h/p
+    loader.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ipxe_efi, loader)
+    return url
+
+
+def _network(tftp_root: Path | None, bootfile: str | None, *, boot: bool, option_rom: bool = True) -> list[str]:
     netdev = "user,id=net0"
     if tftp_root is not None:
         netdev += f",tftp={_qemu_option_value(str(tftp_root))}"
     if bootfile is not None:
         netdev += f",bootfile={_qemu_option_value(bootfile)}"
-    device = "virtio-net-pci,netdev=net0" + (",bootindex=1" if boot else "")
-    return ["-netdev", netdev, "-device", device]
+    device = "virtio-net-pci,netdev=net0" + (",bootindex=1" if boot else "") + ("" if option_rom else ",romfile=")
+    args = ["-netdev", netdev, "-device", device]
+    if not option_rom:
+        args += ["-device", "virtio-rng-pci"]  # newer OVMF offers network boot only with an RNG
+    return args
+
+
+def find_ipxe_efi() -> Path:
+    for candidate in IPXE_EFI_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise NetbuildError(f"iPXE for UEFI not found (looked for {IPXE_EFI_CANDIDATES[0]} and others): a UEFI "
+                        "network boot starts it from the firmware; install iPXE (Debian: ipxe) or pass --ipxe-efi")
 
 
 def _qemu_option_value(value: str) -> str:

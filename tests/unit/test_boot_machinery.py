@@ -114,11 +114,25 @@ def test_tftp_command_serves_out_or_a_chain_script(out_dir: Path) -> None:
     assert not root.exists()  # temporary files go with the boot
 
 
-def test_http_and_uefi_command(out_dir: Path) -> None:
-    with prepared_launch(out_dir, BootOptions(via="http", uefi=True, accel="tcg")) as launch:
+def _devices(command: list[str]) -> list[str]:
+    return [command[i + 1] for i, a in enumerate(command) if a == "-device"]
+
+
+def test_http_and_uefi_command(out_dir: Path, tmp_path: Path) -> None:
+    ipxe_efi = tmp_path / "snponly.efi"
+    ipxe_efi.write_bytes(b"MZ an iPXE for UEFI")
+    with prepared_launch(out_dir, BootOptions(via="http", uefi=True, accel="tcg", ipxe_efi=ipxe_efi)) as launch:
         assert launch.server is not None
         port = launch.server.port
-        assert _value(launch.command, "-netdev") == f"user,id=net0,bootfile=http://10.0.2.2:{port}/netboot.ipxe"
+        netdev = _value(launch.command, "-netdev")
+        root = Path(netdev.split("tftp=")[1].split(",")[0])
+        # One boot file for both clients: iPXE fetches the URL; the firmware's PXE client asks QEMU's
+        # TFTP server for a file of that literal name, and gets iPXE (not the script).
+        assert netdev == f"user,id=net0,tftp={root},bootfile=http://10.0.2.2:{port}/netboot.ipxe"
+        assert (root / f"http:/10.0.2.2:{port}/netboot.ipxe").read_bytes() == ipxe_efi.read_bytes()
+        # No iPXE option ROM (the firmware's own PXE client boots, as on a real UEFI machine), and an
+        # RNG, without which newer OVMF offers no network boot.
+        assert _devices(launch.command) == ["virtio-net-pci,netdev=net0,bootindex=1,romfile=", "virtio-rng-pci"]
         drives = [launch.command[i + 1] for i, a in enumerate(launch.command) if a == "-drive"]
         assert drives[0].startswith("if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE")
         variables = Path(drives[1].split("file=")[1])
@@ -126,6 +140,26 @@ def test_http_and_uefi_command(out_dir: Path) -> None:
         assert "graphics=off" not in launch.command
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/netboot.ipxe", timeout=10) as response:
             assert response.read() == b"#!ipxe\n"
+
+
+def test_uefi_tftp_command_gives_the_firmware_ipxe_and_ipxe_the_script(out_dir: Path, tmp_path: Path) -> None:
+    ipxe_efi = tmp_path / "snponly.efi"
+    ipxe_efi.write_bytes(b"MZ an iPXE for UEFI")
+    options = BootOptions(via="tftp", uefi=True, accel="tcg", ipxe_efi=ipxe_efi, append="quiet")
+    with prepared_launch(out_dir, options) as launch:
+        netdev = _value(launch.command, "-netdev")
+        root = Path(netdev.split("tftp=")[1].split(",")[0])
+        assert netdev == f"user,id=net0,tftp={root},bootfile=tftp://10.0.2.2/{CHAIN_SCRIPT}"
+        assert (root / f"tftp:/10.0.2.2/{CHAIN_SCRIPT}").read_bytes() == ipxe_efi.read_bytes()
+        assert "\nset cmdline quiet\nchain image/netboot.ipxe\n" in (root / CHAIN_SCRIPT).read_text()
+        assert (root / IMAGE_LINK).resolve() == out_dir.resolve()
+        assert _devices(launch.command) == ["virtio-net-pci,netdev=net0,bootindex=1,romfile=", "virtio-rng-pci"]
+    with prepared_launch(out_dir, BootOptions(via="tftp", uefi=True, accel="tcg", ipxe_efi=ipxe_efi)) as launch:
+        netdev = _value(launch.command, "-netdev")
+        root = Path(netdev.split("tftp=")[1].split(",")[0])
+        assert netdev.endswith(f",bootfile=tftp://10.0.2.2/{IMAGE_LINK}/netboot.ipxe")
+        assert (root / f"tftp:/10.0.2.2/{IMAGE_LINK}/netboot.ipxe").read_bytes() == ipxe_efi.read_bytes()
+        assert (root / IMAGE_LINK / "netboot.ipxe").read_bytes() == b"#!ipxe\n"  # what iPXE gets by that path
 
 
 def test_default_memory_follows_the_initrd() -> None:
