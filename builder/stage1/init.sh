@@ -72,6 +72,8 @@ if [ -n "$run" ] || [ -n "$shell" ]; then
     fi
     if [ -n "$shell" ]; then
         say "netbuild.shell: a shell with the store on /nix/store; exit it to power off"
+        # A prompt of our own: BusyBox's default differs between versions ('/ # ' in 1.35, '~ # ' in 1.37).
+        export PS1='netbuild.shell # '
         if command -v cttyhack >/dev/null; then setsid cttyhack sh; else sh; fi
     fi
     sync

@@ -62,14 +62,14 @@ def test_shell_on_the_serial_console(run_out: Path, probe: FixtureClosure) -> No
     params = f"init={probe.root} {BASE_PARAMS} netbuild.shell"
     with SerialConsole(run_out / "bzImage", run_out / "initrd", params) as console:
         console.expect(r"netbuild.shell: a shell with the store on /nix/store; exit it to power off")
-        console.expect(r"/ # ")
+        console.expect(r"netbuild\.shell # ")
         console.type("echo NETBUILD-SHELL-$((6*7))")
         console.expect(r"\nNETBUILD-SHELL-42\r?\n")  # the shell's arithmetic, not the echo of the typed line
-        console.expect(r"/ # ")
+        console.expect(r"netbuild\.shell # ")
         console.type(f"{probe.root} from-the-shell; echo NETBUILD-SHELL-STATUS=$?")
         console.expect(r"NETBUILD-RUN-ARGS \[from-the-shell\]")
         console.expect(r"NETBUILD-SHELL-STATUS=7")
-        console.expect(r"/ # ")
+        console.expect(r"netbuild\.shell # ")
         console.type("exit")
         assert console.wait_exit() == 0
         assert "reboot: Power down" in console.text
