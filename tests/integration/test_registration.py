@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import SystemClosure
-from support.nixstore import nix_env, run_nix
+from support.nixstore import all_path_info, nix_env, run_nix
 
 pytestmark = pytest.mark.nix
 
@@ -50,7 +49,7 @@ def test_nix_loads_and_verifies_the_registration(
 
     # Compare before verifying: --verify quietly "fixes" some bad entries (an all-zero hash).
     # The new database knows exactly the closure, with the host's hashes, sizes and references.
-    loaded = json.loads(run_nix(["nix", "path-info", "--json", "--all"], env=env))
+    loaded = all_path_info(env)
     assert path_summary(loaded) == path_summary(system_closure.path_info)
     for path in system_closure.paths:
         for query in ("--hash", "--references", "--size"):

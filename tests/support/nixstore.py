@@ -47,11 +47,27 @@ def nix_build(expr_file: Path, args: dict[str, str], argstrs: dict[str, str] | N
     return out[0]
 
 
-def path_info(paths: list[str]) -> list[dict[str, Any]]:
-    """`nix path-info --json -r`: the list form (Nix ≤ 2.18) of the closure of `paths`."""
-    info = json.loads(run_nix(["nix", "path-info", "--json", "-r", *paths]))
+def path_info(paths: list[str], *, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """`nix path-info --json -r`: the closure of `paths` in the list form, whatever this Nix prints."""
+    return list_form(json.loads(run_nix(["nix", "path-info", "--json", "-r", *paths], env=env)))
+
+
+def all_path_info(env: dict[str, str]) -> list[dict[str, Any]]:
+    """`nix path-info --json --all` of the store `env` points Nix at, in the list form."""
+    return list_form(json.loads(run_nix(["nix", "path-info", "--json", "--all"], env=env)))
+
+
+def list_form(info: Any) -> list[dict[str, Any]]:
+    """path-info's JSON in the list form (Nix ≤ 2.18) the tests work with. Nix 2.19 and later (Debian
+    13's 2.26) print an object keyed by store path instead; a `null` value there, or `"valid": false`
+    in the list, is a path the store does not have: a broken fixture, never a closure to test with."""
+    if isinstance(info, dict):
+        info = [{"path": path, **(entry or {"valid": False})} for path, entry in sorted(info.items())]
     if not isinstance(info, list):
-        raise AssertionError(f"this Nix prints the object form; the tests expect Nix 2.8: {info!r:.200}")
+        raise AssertionError(f"nix path-info printed neither the list nor the object form: {info!r:.200}")
+    missing = [entry.get("path") for entry in info if entry.get("valid") is False]
+    if missing:
+        raise AssertionError(f"nix path-info says these paths are not valid in the store: {missing}")
     return info
 
 

@@ -2,8 +2,9 @@
 
 No kernel built with CONFIG_IKCONFIG is packaged for Debian, so the embedded case uses Debian's
 real bzImage with its payload rebuilt by the real compressors: the vmlinux (decompressed by the
-`lz4` tool) with an IKCFG_ST…IKCFG_ED block as the kernel's build puts it, recompressed, and the
-header's payload_length updated. The payload is found from the boot header, as netbuild does.
+real tool for the kernel's CONFIG_KERNEL_* compression: lz4 on Debian 12, zstd on Debian 13) with
+an IKCFG_ST…IKCFG_ED block as the kernel's build puts it, recompressed, and the header's
+payload_length updated. The payload is found from the boot header, as netbuild does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ from builder.formats.kconfig import config_beside, embedded_config, parse_config
 
 KERNEL = find_kernel()
 CONFIG = KERNEL.parent / f"config-{kernel_release(KERNEL)}"
+# The real tool that unpacks a kernel payload of each compression (CONFIG_KERNEL_<NAME>).
+UNPACK = {"lz4": ["lz4", "-dc"], "zstd": ["zstd", "-dcq"], "gzip": ["gzip", "-dc"], "xz": ["xz", "-dc"]}
+
+
+def kernel_compression() -> str:
+    """How Debian built this kernel's payload, by its configuration (not by netbuild's reader)."""
+    chosen = [line.removeprefix("CONFIG_KERNEL_").removesuffix("=y").lower()
+              for line in CONFIG.read_text().splitlines()
+              if line.startswith("CONFIG_KERNEL_") and line.endswith("=y")
+              and line.removeprefix("CONFIG_KERNEL_").removesuffix("=y").lower() in UNPACK]
+    assert len(chosen) == 1, f"{CONFIG}: expected one CONFIG_KERNEL_<compression>=y, found {chosen}"
+    return chosen[0]
 
 
 def test_debian_config() -> None:
@@ -41,7 +54,7 @@ def test_gzipped_config_and_garbage(tmp_path: Path) -> None:
 def test_debian_kernel_has_no_embedded_config() -> None:
     image = KERNEL.read_bytes()
     codec, _ = payload(image)  # type: ignore[misc]
-    assert codec == "lz4"  # Debian's cloud kernel: CONFIG_KERNEL_LZ4
+    assert codec == kernel_compression()  # Debian 12's cloud kernel: CONFIG_KERNEL_LZ4; Debian 13's: ZSTD
     assert embedded_config(image, "debian") is None
 
 
@@ -52,9 +65,9 @@ def test_debian_kernel_has_no_embedded_config() -> None:
 def test_embedded_config_found_in_a_rebuilt_payload(codec: str, command: list[str]) -> None:
     image = KERNEL.read_bytes()
     _, data = payload(image)  # type: ignore[misc]
-    # The kernel's build appends the uncompressed size (u32) after the stream, which lz4 would
-    # read as one more chunk; netbuild's reader stops there, the lz4 tool must be told.
-    vmlinux = subprocess.run(["lz4", "-dc"], input=data[:-4], capture_output=True, check=True).stdout
+    # The kernel's build appends the uncompressed size (u32) after the stream, which the tools
+    # would read as one more chunk or as trailing garbage; netbuild's reader stops there, they must be told.
+    vmlinux = subprocess.run(UNPACK[kernel_compression()], input=data[:-4], capture_output=True, check=True).stdout
     assert vmlinux.startswith(b"\x7fELF") and int.from_bytes(data[-4:], "little") == len(vmlinux)
     text = "# a test configuration\nCONFIG_RD_GZIP=y\n# CONFIG_RD_ZSTD is not set\nCONFIG_IKCONFIG=y\n"
     blob = b"IKCFG_ST" + gzip.compress(text.encode()) + b"IKCFG_ED"
