@@ -1,9 +1,8 @@
-"""Store paths and closures: the three closure.json forms, validation and graph queries.
+"""Store paths and closures: StorePath, Closure, reading closure JSON, validation and graph queries.
 
-Accepted inputs (see DESIGN.md):
-- `nix path-info --json --recursive` list form (Nix <= 2.18): `[{"path": ..., ...}, ...]`
-- its object form keyed by path (newer Nix): `{"/nix/store/...": {...} | null, ...}`
-- the structured-attrs `exportReferencesGraph` form: `{"closure": [{"path": ...}, ...]}`
+The closure-JSON shapes (every `nix path-info --json --recursive` form from Nix 2.3 to 2.35, Lix,
+Determinate Nix, and structured-attrs `exportReferencesGraph`) are told apart in
+builder/closure_json.py; what an entry's fields mean is decided here, the same for all of them.
 """
 
 from __future__ import annotations
@@ -12,31 +11,35 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.closure_json import Entry, clip, entries, shown
 from builder.errors import NetbuildError
 from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
 
 STORE_DIR = "/nix/store"
 # A store path's base name: 32 nix32 characters (no e, o, u, t), '-', then the name.
 _BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+")
+# Nix refuses a longer name, so no store path is longer than 11 + 33 + 211 = 255 characters.
+_MAX_NAME = 211
 
 
-def validate_store_path(path: str) -> str:
+def validate_store_path(path: object) -> str:
     """Return the path if it is a well-formed top-level store path, else say why not."""
     if not isinstance(path, str):
-        raise NetbuildError(f"store path must be a string, got {type(path).__name__}: {path!r}")
+        raise NetbuildError(f"store path must be a string, got {type(path).__name__}: {shown(path)}")
     prefix = STORE_DIR + "/"
     if not path.startswith(prefix):
-        raise NetbuildError(f"{path!r} is not a store path (it must start with {prefix})")
+        raise NetbuildError(f"{shown(path)} is not a store path (it must start with {prefix})")
     base = path[len(prefix):]
-    if not _BASENAME.fullmatch(base) or base.split("-", 1)[1].startswith("."):
+    name = base[33:]
+    if not _BASENAME.fullmatch(base) or name.startswith(".") or len(name) > _MAX_NAME:
         raise NetbuildError(
-            f"{path!r} is not a valid store path (expected {prefix}<32 nix32 chars>-<name>, "
-            "name of [A-Za-z0-9+-._?=] not starting with '.')"
+            f"{shown(path)} is not a valid store path (expected {prefix}<32 nix32 chars>-<name>, "
+            f"name of at most {_MAX_NAME} of [A-Za-z0-9+-._?=] not starting with '.')"
         )
     return path
 
@@ -147,60 +150,47 @@ def load_closure(source: str, data: bytes) -> Closure:
         raise NetbuildError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise NetbuildError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return Closure(_entries(source, doc), source=source)
+    return Closure(_store_paths(source, doc), source=source)
 
 
-def _entries(source: str, doc: Any) -> list[StorePath]:
-    if isinstance(doc, list):
-        items = [(f"[{i}]", item, None) for i, item in enumerate(doc)]
-    elif isinstance(doc, dict) and isinstance(doc.get("closure"), list):
-        items = [(f"closure[{i}]", item, None) for i, item in enumerate(doc["closure"])]
-    elif isinstance(doc, dict) and doc and all(isinstance(k, str) and k.startswith("/") for k in doc):
-        items = [(f"[{k!r}]", v, k) for k, v in doc.items()]
-    else:
-        raise NetbuildError(
-            f"{source}: not a closure: expected the JSON of `nix path-info --json --recursive` "
-            "(a list, or an object keyed by store path) or an exportReferencesGraph {\"closure\": [...]}"
-        )
+def _store_paths(source: str, doc: Any) -> list[StorePath]:
     seen: dict[str, StorePath] = {}
-    for where, item, key in items:
-        sp = _store_path(source, where, item, key)
+    for entry in entries(source, doc, STORE_DIR):
+        sp = _store_path(source, entry)
         if sp.path in seen and seen[sp.path] != sp:
             raise NetbuildError(f"{source}: {sp.path} appears twice with different information")
         seen[sp.path] = sp
     return list(seen.values())
 
 
-def _store_path(source: str, where: str, item: Any, key: str | None) -> StorePath:
-    if key is not None:
-        try:
-            validate_store_path(key)
-        except NetbuildError as e:
-            raise NetbuildError(f"{source}: {e}") from None
-        if item is None:
-            raise NetbuildError(f"{source}: {key} is not valid in the store it was queried from (null)")
-    if not isinstance(item, Mapping):
-        raise NetbuildError(f"{source}: {where}: expected an object describing a store path")
-    if key is not None and item.get("path", key) != key:
-        raise NetbuildError(f"{source}: {where}: its 'path' {item['path']!r} differs from its key")
-    path = key if key is not None else item.get("path")
-    if path is None:
+def _store_path(source: str, entry: Entry) -> StorePath:
+    where, item = entry.where, entry.fields
+    if entry.path is None:
         raise NetbuildError(f"{source}: {where}: missing field 'path'")
     try:
-        validate_store_path(path)
+        path = validate_store_path(entry.path)
     except NetbuildError as e:
-        raise NetbuildError(f"{source}: {where}.path: {e}") from None
+        raise NetbuildError(f"{source}: {where}: {e}") from None
+    if item is None:
+        raise NetbuildError(
+            f"{source}: {path} is not valid in the store it was queried from "
+            "(Nix reports it missing: build or fetch it first)"
+        )
     nar_hash = None
     if item.get("narHash") is not None:
+        if not isinstance(item["narHash"], str):
+            raise NetbuildError(f"{source}: {path}: narHash must be a string, got {shown(item['narHash'])}")
         try:
-            nar_hash = parse_sha256(item["narHash"]) if isinstance(item["narHash"], str) else None
+            nar_hash = parse_sha256(item["narHash"])
         except HashFormatError as e:
-            raise NetbuildError(f"{source}: {path}: narHash: {e}") from None
-        if nar_hash is None:
-            raise NetbuildError(f"{source}: {path}: narHash must be a string")
+            raise NetbuildError(f"{source}: {path}: narHash: {clip(str(e))}") from None
     nar_size = item.get("narSize")
-    if nar_size is not None and (not isinstance(nar_size, int) or isinstance(nar_size, bool) or nar_size <= 0):
-        raise NetbuildError(f"{source}: {path}: narSize must be a positive integer, got {nar_size!r}")
+    if nar_size is not None and (not isinstance(nar_size, int) or isinstance(nar_size, bool) or nar_size < 0):
+        raise NetbuildError(f"{source}: {path}: narSize must be a non-negative integer, got {shown(nar_size)}")
+    if nar_size == 0:
+        # Old Nix databases hold 0 for "not recorded" (no store path serialises to an empty NAR):
+        # unknown, like an absent narSize, so it is computed from the files and the hash checked.
+        nar_size = None
     refs = item.get("references")
     if refs is None:
         raise NetbuildError(f"{source}: {path}: missing field 'references'")

@@ -75,7 +75,7 @@ def test_roots_are_the_unreferenced_paths() -> None:
         ([{"path": "/nix/store/" + "a" * 32 + "-.hidden", "references": []}], "is not a valid store path"),
         ([{"path": A}], f"{A}: missing field 'references'"),
         ([{"path": A, "references": [], "narHash": "md5-abc"}], f"{A}: narHash:"),
-        ([{"path": A, "references": [], "narSize": -3}], f"{A}: narSize must be a positive integer"),
+        ([{"path": A, "references": [], "narSize": -3}], f"{A}: narSize must be a non-negative integer"),
         ([{"references": []}], "[0]: missing field 'path'"),
         ({A: None}, f"{A} is not valid in the store"),
         ([{"path": A, "references": [], "narSize": 1}, {"path": A, "references": [], "narSize": 2}], "appears twice"),
