@@ -17,11 +17,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # patchelf, binutils: ELF test programs with a chosen RUNPATH, and readelf to check ours against
 # chromium: renders `netbuild size --html` headless in the tests
 # kmod: modinfo/modprobe/depmod, the reference for the stage 1's module resolution
-APT_PACKAGES := qemu-system-x86 ipxe-qemu ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
-	nix-bin cpio zstd xz-utils gzip libarchive13 libarchive-tools jq \
-	lz4 lzop bzip2 patchelf binutils chromium kmod
+# ipxe: snponly.efi, the iPXE a UEFI machine's own PXE client loads (`netbuild boot --uefi`)
+# file: the tests compare netbuild's idea of a file's type with file(1)'s
+# python3, python3-venv: the .venv (a bare Debian has neither)
+# The names are the same on Debian 12 and 13: libarchive-c's shared library comes with
+# libarchive-tools, which depends on it under either name (libarchive13, libarchive13t64).
+APT_PACKAGES := qemu-system-x86 ipxe-qemu ipxe ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
+	nix-bin cpio zstd xz-utils gzip libarchive-tools jq \
+	lz4 lzop bzip2 patchelf binutils chromium kmod file python3 python3-venv
 
-.PHONY: install system venv test lint demo bench clean
+.PHONY: install system venv test test-other-release lint demo bench clean
 
 install: system venv
 
@@ -47,6 +52,11 @@ lint: venv
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The demo and the suite again on the other Debian release (12 <-> 13), in a debootstrap root kept
+# under .tmp/: tests/other-release.sh says how. Root only; CI runs it after `make test`.
+test-other-release:
+	tests/other-release.sh demo test
 
 demo: install
 	$(BIN)/python tests/demo.py
