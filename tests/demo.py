@@ -62,7 +62,7 @@ def main() -> int:
         print(f"guest store digest {guest}\nhost  store digest {host}\nMISMATCH", file=sys.stderr)
         return 1
     print(f"the guest's /nix/store digest equals the host's ({guest[:16]}…): every store path arrived intact")
-    print("next: netboot a real machine with out/ — see README.md, 'Netboot a real machine'")
+    print("next: netboot a real machine with out/ — see README.md, 'On real machines'")
     return 0
 
 
