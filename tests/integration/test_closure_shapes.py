@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from support import closure_shapes
+from support.nixstore import nix_version
 from test_bad_input import snapshot
 from test_main_job import tree
 
@@ -29,7 +30,8 @@ def test_the_converter_writes_what_nix_writes(system_closure) -> None:  # type: 
     # The one shape this machine's Nix also writes itself: exportReferencesGraph (nix32 hashes,
     # closureSize, ca): the converter's rules against Nix's own output.
     real = json.loads(system_closure.attrs_json.read_text())["closure"]
-    (derived,) = closure_shapes.every_shape(system_closure.path_info)["export-references-graph"].values()
+    producer = closure_shapes.export_references_graph_of(nix_version())
+    (derived,) = closure_shapes.every_shape(system_closure.path_info)[producer].values()
     assert sorted(derived, key=lambda e: e["path"]) == sorted(real, key=lambda e: e["path"])
 
 

@@ -189,19 +189,30 @@ def _wrapper(version: int) -> Writer:
     return write
 
 
-def export_references_graph(entries: Entries, _store_dir: str) -> dict[str, Any]:
+def export_references_graph(entries: Entries, _store_dir: str, *, valid: bool = False) -> dict[str, Any]:
     """A structured-attrs .attrs.json member, named as the derivation pleases (here not "closure"):
-    the fields (`ca` only when there is one) and the nix32 hashes Nix writes there. It has no way
-    to say a path is missing."""
+    the fields (`ca` only when there is one) and the nix32 hashes Nix writes there; from Nix 2.15 on
+    (the path-info JSON it shares gained it then) also `"valid": true`. It has no way to say a path
+    is missing."""
     assert all(e is not None for e in entries.values()), "exportReferencesGraph lists only valid paths"
     info = [e for e in entries.values() if e is not None]
     sizes = closure_sizes(info)
     graph = [
         {**({"ca": e["ca"]} if e.get("ca") else {}), "closureSize": sizes[e["path"]],
-         "narHash": nix32_hash(e["narHash"]), "narSize": e["narSize"], "path": e["path"], "references": e["references"]}
+         "narHash": nix32_hash(e["narHash"]), "narSize": e["narSize"], "path": e["path"], "references": e["references"],
+         **({"valid": True} if valid else {})}
         for e in info
     ]
     return {"system-graph": graph}
+
+
+def export_references_graph_2_15(entries: Entries, store_dir: str) -> dict[str, Any]:
+    return export_references_graph(entries, store_dir, valid=True)
+
+
+def export_references_graph_of(nix_version: tuple[int, ...]) -> str:
+    """Which exportReferencesGraph producer a Nix of this version is."""
+    return "export-references-graph-nix-2.15" if nix_version >= (2, 15) else "export-references-graph"
 
 
 PRODUCERS: dict[str, Writer] = {
@@ -216,8 +227,9 @@ PRODUCERS: dict[str, Writer] = {
     "nix-2.33-json-format-2": _wrapper(2),
     "nix-2.35-json-format-3": _wrapper(3),
     "export-references-graph": export_references_graph,
+    "export-references-graph-nix-2.15": export_references_graph_2_15,
 }
-REPORT_MISSING = [name for name in PRODUCERS if name != "export-references-graph"]
+REPORT_MISSING = [name for name in PRODUCERS if not name.startswith("export-references-graph")]
 SAY_STORE_DIR = ["nix-2.33-json-format-1", "nix-2.33-json-format-2", "nix-2.35-json-format-3"]
 
 

@@ -34,6 +34,12 @@ def nix_path_literal(path: Path) -> str:
     return f"/. + {quoted}"
 
 
+def nix_version() -> tuple[int, ...]:
+    """This machine's Nix, e.g. (2, 8, 0) on Debian 12 and (2, 26, 3) on Debian 13."""
+    words = run_nix(["nix", "--version"]).split()
+    return tuple(int(part) for part in words[-1].split(".") if part.isdigit())
+
+
 def nix_build(expr_file: Path, args: dict[str, str], argstrs: dict[str, str] | None = None) -> str:
     """Build `expr_file` with `--arg` (Nix expressions) and `--argstr` values; return the out path."""
     cmd = ["nix-build", "--no-out-link", str(expr_file)]
