@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
 
 from builder.cache import SegmentCache
-from builder.checks.preflight import check_initrd_size, preflight
+from builder.checks.preflight import ClosureImage, check_cmdline, check_init, check_initrd_size, preflight
 from builder.checks.selfcheck import check_initrd, check_kernel
 from builder.checks.written import DamagedMembers, WrittenCheck
 from builder.closure import Closure
@@ -20,7 +20,7 @@ from builder.layouts import layout_module
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import Recipe
-from builder.writers import ipxe, manifest, params, runqemu
+from builder.writers import manifest, menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.initrd import Progress
 from builder.writers.members import InitrdResult
@@ -59,7 +59,7 @@ def build(
     preflight refusal guards a real boot failure; nothing else should turn it off."""
     check_replaceable(out)  # before planning: a wrong -o should not wait for minutes of work
     plan = make_plan(closure, recipe, options)
-    warnings = preflight(plan) if run_preflight else []
+    warnings = _preflight(plan) if run_preflight else []
     for warning in warnings:
         warn(warning)
     layout = layout_module(plan.recipe.layout)
@@ -76,6 +76,20 @@ def build(
         discard(staging)
         raise
     return BuildResult(out=out, plan=plan, initrd=result[0], artifacts=result[1], warnings=warnings)
+
+
+def _preflight(plan: BootPlan) -> list[str]:
+    warnings = preflight(plan)
+    if plan.menu is not None:
+        # The menu's other entries boot the same kernel and initrd: only their init and command line
+        # are theirs to check.
+        image = ClosureImage(plan)
+        for entry in plan.menu.entries:
+            if (entry.init, entry.cmdline) != (plan.init, plan.cmdline):
+                other = replace(plan, init=entry.init, cmdline=entry.cmdline)
+                check_init(other, image, warnings)
+                check_cmdline(other)
+    return warnings
 
 
 def _write_initrd(
@@ -135,11 +149,12 @@ def _write_all(
         "store-paths": reg.store_paths(initrd.verified),
         "total-nar-size": reg.total_nar_size(initrd.verified),
         "kernel-params": params.kernel_params(plan.cmdline),
-        "netboot.ipxe": ipxe.netboot_script(
+        **menu.netboot_scripts(
             cmdline=plan.cmdline,
             base_url=plan.base_url,
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
+            menu=plan.menu,
         ),
         runqemu.NAME: runqemu.run_qemu_script(
             toplevel=plan.toplevel,

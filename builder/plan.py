@@ -3,6 +3,11 @@
 The plan names every choice the writers act on — kernel file, init path, command line,
 compression, the store paths to ship — so that writing is mechanical and the manifest can record
 exactly what was decided and why.
+
+A toplevel's kernel, init, kernel parameters and stage 1 come from its boot.json when it has one
+(builder/bootspec.py; its specialisations become netboot.ipxe's menu, or --specialisation picks one),
+else from the symlinks beside it (`kernel`, `init`, `kernel-params`, `initrd`); --kernel and --init
+override either.
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
 from builder.closure import STORE_DIR, Closure, StoreFS
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
 from builder.recipe import Recipe
+from builder.writers.menu import ENTRY_NAME, MAIN_ENTRY
 
 IPXE_INITRD_PARAM = "initrd=initrd"
+DEFAULT_MENU_TIMEOUT_S = 5
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]+")
 
 
@@ -40,6 +48,10 @@ class Options:
     force: bool = False  # turn the preflight errors that allow it into warnings
     cache_dir: Path | None = None  # where initrd segments are cached; None: no cache
     cache_max_bytes: int = 10 << 30
+    specialisation: str | None = None  # boot this specialisation of the toplevel (from its boot.json)
+    menu_timeout_s: int = DEFAULT_MENU_TIMEOUT_S  # netboot.ipxe's menu of the specialisations; 0: no menu
+    # Off only in the test proving that boot.json and the toplevel's symlinks give the same OUT.
+    read_bootspec: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,39 @@ class Kernel:
     file: Path  # where to read it on this machine
     origin: str  # the store path it came from, or "--kernel" (a file outside the closure)
     header: BzImageHeader
+
+
+@dataclass(frozen=True)
+class FromBootspec:
+    """What the plan took from boot.json, for the manifest: each choice's field there (a jq path), or the
+    option that overrode it."""
+
+    file: str
+    specialisation: str | None  # --specialisation, or None: the toplevel's own entry
+    kernel: str
+    init: str
+    kernel_params: str
+    initrd: str | None  # None: the entry names no stage 1
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    """A system netboot.ipxe's menu offers: the main one or a specialisation. All boot the one bzImage and
+    the one initrd (the specialisations' closures are inside the toplevel's)."""
+
+    name: str  # MAIN_ENTRY for the main system, else the specialisation's name
+    label: str
+    toplevel: str
+    init: str
+    cmdline: str
+    initrd: str | None  # its own stage 1, which the squashfs layout must find the same as the one it ships
+
+
+@dataclass(frozen=True)
+class Menu:
+    entries: tuple[MenuEntry, ...]  # the main system first: the default
+    timeout_s: int
+    title: str
 
 
 @dataclass(frozen=True)
@@ -62,17 +107,23 @@ class BootPlan:
     base_url: str | None
     jobs: int
     options: Options  # as given, for the choices only some layouts and checks act on
+    system_initrd: str | None  # the system's own stage 1: its boot.json's `initrd`, else <toplevel>/initrd
+    bootspec: FromBootspec | None  # None: no boot.json, the choices came from the toplevel's symlinks
+    menu: Menu | None  # None: netboot.ipxe boots the system directly
 
 
 def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
     store = StoreFS(options.store_root)
     store.check_present(closure)
     toplevel = _find_toplevel(closure, store, options)
-    kernel = _find_kernel(closure, store, toplevel, options)
-    init = _find_init(closure, store, toplevel, options)
+    spec = _read_bootspec(closure, store, toplevel, options)
+    booted = _booted_entry(spec, toplevel, options)
+    kernel = _find_kernel(closure, store, toplevel, options, booted)
+    init = _find_init(toplevel, options, booted)
     # Whether init and the command line can boot is the preflight's question (checks/preflight.py),
     # so that a test can build the same plan without it and watch it fail in QEMU.
-    cmdline = _command_line(closure, store, recipe, toplevel, init, options.append)
+    _check_append(options.append)
+    cmdline = _command_line(recipe, init, _system_params(closure, store, toplevel, booted), options.append)
     _check_base_url(options.base_url)
     return BootPlan(
         recipe=recipe,
@@ -86,6 +137,9 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
         base_url=options.base_url,
         jobs=max(1, options.jobs),
         options=options,
+        system_initrd=_system_initrd(store, toplevel, booted),
+        bootspec=_from_bootspec(spec, booted, options),
+        menu=_menu(closure, store, recipe, spec, kernel, options),
     )
 
 
@@ -123,10 +177,16 @@ def _owner(path: str) -> str:
     return f"{STORE_DIR}/{rest.split('/', 1)[0]}"
 
 
-def _in_closure(closure: Closure, store: StoreFS, path: str, what: str) -> str:
-    """Resolve a path that must live in the closure — and so must whatever its symlinks lead to."""
+def _in_closure(closure: Closure, store: StoreFS, path: str, what: str, *, named: bool = False) -> str:
+    """Resolve a path that must live in the closure — and so must whatever its symlinks lead to.
+    `named`: a path that does not resolve is reported as `what`'s too (a boot.json field's)."""
     _check_in_closure(closure, path, path, what)
-    resolved = store.resolve(path)
+    try:
+        resolved = store.resolve(path)
+    except NetbuildError as e:
+        if not named:
+            raise
+        raise NetbuildError(f"{what}: {e}") from None
     _check_in_closure(closure, path, resolved, what)
     return resolved
 
@@ -140,17 +200,63 @@ def _check_in_closure(closure: Closure, path: str, candidate: str, what: str) ->
         raise NetbuildError(f"{what} {path} belongs to {owner}, which is not in the closure{via}")
 
 
-def _find_kernel(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Kernel:
+def _read_bootspec(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Bootspec | None:
+    """<toplevel>/boot.json, every path it names checked against the closure; None without one."""
+    if toplevel is None or not options.read_bootspec:
+        return None
+    file = f"{toplevel}/{BOOT_JSON}"
+    if not os.path.lexists(store.disk_path(file)):
+        return None
+    resolved = _in_closure(closure, store, file, "the toplevel's boot.json")
+    try:
+        data = store.disk_path(resolved).read_bytes()
+    except OSError as e:
+        raise NetbuildError(f"{file}: cannot read: {e.strerror}") from None
+    spec = parse_bootspec(data, file)
+    # Every entry, not only the one booted: a document that lies about the closure is not trusted.
+    for entry in spec.entries():
+        for key, path in (("kernel", entry.kernel), ("initrd", entry.initrd)):
+            if path is not None:  # files read at build time: they must resolve inside the closure
+                _in_closure(closure, store, path, entry.named(key), named=True)
+        for key, path in (("init", entry.init), ("toplevel", entry.toplevel)):
+            _check_in_closure(closure, path, path, entry.named(key))  # init: the preflight looks inside
+    return spec
+
+
+def _booted_entry(spec: Bootspec | None, toplevel: str | None, options: Options) -> BootEntry | None:
+    """The boot.json entry the plan builds: the toplevel's own, or --specialisation's."""
+    name = options.specialisation
+    if name is None:
+        return spec.main if spec is not None else None
+    if spec is None:
+        where = toplevel or "the closure (no toplevel)"
+        raise NetbuildError(f"--specialisation {name}: {where} has no {BOOT_JSON}, so no specialisations "
+                            "to choose from")
+    entry = spec.specialisation(name)
+    if entry is None:
+        raise NetbuildError(f"--specialisation {name}: {spec.file} has no specialisation of that name "
+                            f"(it has: {', '.join(spec.names()) or 'none'})")
+    return entry
+
+
+def _find_kernel(
+    closure: Closure, store: StoreFS, toplevel: str | None, options: Options, booted: BootEntry | None
+) -> Kernel:
     if options.kernel is not None:
         file, origin, name = options.kernel, "--kernel", str(options.kernel)
         if not file.is_file():
             raise NetbuildError(f"--kernel {file} does not exist or is not a file")
     else:
-        assert toplevel is not None  # _find_toplevel guarantees one when --kernel is absent
-        resolved = _in_closure(closure, store, f"{toplevel}/kernel", "the toplevel's kernel")
+        if booted is not None:
+            what = booted.named("kernel")
+            resolved = _in_closure(closure, store, booted.kernel, what, named=True)
+        else:
+            assert toplevel is not None  # _find_toplevel guarantees one when --kernel is absent
+            what = "the toplevel's kernel"
+            resolved = _in_closure(closure, store, f"{toplevel}/kernel", what)
         file, origin, name = store.disk_path(resolved), resolved, resolved
         if not file.is_file():
-            raise NetbuildError(f"the toplevel's kernel {resolved} is not a regular file")
+            raise NetbuildError(f"{what} {resolved} is not a regular file")
     try:
         header = read_header_file(file)
     except BzImageError as e:
@@ -160,9 +266,13 @@ def _find_kernel(closure: Closure, store: StoreFS, toplevel: str | None, options
     return Kernel(file=file, origin=origin, header=header)
 
 
-def _find_init(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> str:
-    init = options.init if options.init is not None else f"{toplevel}/init"
-    what = "--init" if options.init is not None else "the toplevel's init"
+def _find_init(toplevel: str | None, options: Options, booted: BootEntry | None) -> str:
+    if options.init is not None:
+        init, what = options.init, "--init"
+    elif booted is not None:
+        init, what = booted.init, booted.named("init")
+    else:
+        init, what = f"{toplevel}/init", "the toplevel's init"
     if any(c.isspace() or not c.isprintable() for c in init):
         raise NetbuildError(f"{what} {init!r} contains white space or control characters, "
                             "which a kernel command line cannot carry")
@@ -171,26 +281,102 @@ def _find_init(closure: Closure, store: StoreFS, toplevel: str | None, options: 
     return init  # in the closure, a regular executable, its interpreters present: see checks/preflight.py
 
 
-def _command_line(
-    closure: Closure, store: StoreFS, recipe: Recipe, toplevel: str | None, init: str, append: str
-) -> str:
+def _check_append(append: str) -> None:
     if "${" in append:
         raise NetbuildError(
             "--append contains '${', which iPXE would expand in netboot.ipxe but kernel-params would not; "
             "pass per-machine parameters through iPXE's ${cmdline} instead"
         )
-    params = [f"{recipe.init_parameter}={init}", *recipe.kernel_params]
-    if toplevel is not None:
-        params_path = f"{toplevel}/kernel-params"
-        if os.path.lexists(store.disk_path(params_path)):
-            resolved = _in_closure(closure, store, params_path, "the toplevel's kernel-params")
-            try:
-                text = store.disk_path(resolved).read_text(encoding="utf-8", errors="replace")
-            except OSError as e:
-                raise NetbuildError(f"the toplevel's kernel-params {resolved}: cannot read: {e.strerror}") from None
-            params.extend(text.split())
-    params.extend(append.split())
-    return " ".join(params)
+
+
+def _system_params(closure: Closure, store: StoreFS, toplevel: str | None, booted: BootEntry | None) -> list[str]:
+    """The system's own kernel parameters: its boot.json's, else the toplevel's kernel-params file."""
+    if booted is not None:
+        return _entry_params(booted)
+    if toplevel is None:
+        return []
+    params_path = f"{toplevel}/kernel-params"
+    if not os.path.lexists(store.disk_path(params_path)):
+        return []
+    resolved = _in_closure(closure, store, params_path, "the toplevel's kernel-params")
+    try:
+        text = store.disk_path(resolved).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise NetbuildError(f"the toplevel's kernel-params {resolved}: cannot read: {e.strerror}") from None
+    return text.split()
+
+
+def _entry_params(entry: BootEntry) -> list[str]:
+    # Split into words as the kernel-params file's text is: nixpkgs writes that file as the same list
+    # joined by spaces, so both give the same command line.
+    return " ".join(entry.kernel_params).split()
+
+
+def _command_line(recipe: Recipe, init: str, system_params: list[str], append: str) -> str:
+    return " ".join([f"{recipe.init_parameter}={init}", *recipe.kernel_params, *system_params, *append.split()])
+
+
+def _system_initrd(store: StoreFS, toplevel: str | None, booted: BootEntry | None) -> str | None:
+    if booted is not None:
+        return booted.initrd  # absent there: the system has no stage 1, whatever lies beside boot.json
+    if toplevel is None:
+        return None
+    path = f"{toplevel}/initrd"
+    return path if os.path.lexists(store.disk_path(path)) else None
+
+
+def _from_bootspec(spec: Bootspec | None, booted: BootEntry | None, options: Options) -> FromBootspec | None:
+    if spec is None or booted is None:
+        return None
+    return FromBootspec(
+        file=spec.file,
+        specialisation=options.specialisation,
+        kernel="--kernel" if options.kernel is not None else booted.field("kernel"),
+        init="--init" if options.init is not None else booted.field("init"),
+        kernel_params=booted.field("kernelParams"),
+        initrd=booted.field("initrd") if booted.initrd is not None else None,
+    )
+
+
+def _menu(
+    closure: Closure, store: StoreFS, recipe: Recipe, spec: Bootspec | None, kernel: Kernel, options: Options
+) -> Menu | None:
+    """netboot.ipxe's menu: the main system and its specialisations, unless there are none, one was chosen
+    with --specialisation, or --menu-timeout 0 asks for none."""
+    if spec is None or not spec.specialisations or options.specialisation is not None or options.menu_timeout_s <= 0:
+        return None
+    entries = [_menu_entry(MAIN_ENTRY, spec.main, recipe, options)]
+    for name, entry in spec.specialisations:
+        if name == MAIN_ENTRY or not ENTRY_NAME.fullmatch(name):
+            why = ("is the menu's name for the main system" if name == MAIN_ENTRY else
+                   "cannot be an iPXE menu entry (letters, digits, '.', '_', '-', starting with a letter or digit)")
+            raise NetbuildError(f"{spec.file}: the specialisation name {name!r} {why}; build it on its own with "
+                                f"--specialisation, or build without the menu (--menu-timeout 0)")
+        _check_same_kernel(closure, store, spec, name, entry, kernel, options)
+        entries.append(_menu_entry(name, entry, recipe, options))
+    return Menu(entries=tuple(entries), timeout_s=options.menu_timeout_s, title=spec.main.label)
+
+
+def _menu_entry(name: str, entry: BootEntry, recipe: Recipe, options: Options) -> MenuEntry:
+    init = options.init if options.init is not None else entry.init  # --init boots every entry
+    return MenuEntry(name=name, label=entry.label, toplevel=entry.toplevel, init=init,
+                     cmdline=_command_line(recipe, init, _entry_params(entry), options.append), initrd=entry.initrd)
+
+
+def _check_same_kernel(
+    closure: Closure, store: StoreFS, spec: Bootspec, name: str, entry: BootEntry, kernel: Kernel, options: Options
+) -> None:
+    # One OUT ships one bzImage (and one initrd, whose stage 1 and modules belong to that kernel): a
+    # specialisation with a kernel of its own gets an OUT of its own, which `netbuild menu` can offer.
+    if options.kernel is not None:
+        return  # --kernel boots every entry
+    theirs = _in_closure(closure, store, entry.kernel, entry.named("kernel"), named=True)
+    if theirs != kernel.origin:
+        raise NetbuildError(
+            f"{spec.file}: specialisation {name!r} boots the kernel {theirs}, not the main system's {kernel.origin}, "
+            f"and netboot.ipxe's entries share one bzImage: build it into an OUT of its own with --specialisation "
+            f"{name} (`netbuild menu` offers several OUTs), or build without the menu (--menu-timeout 0)"
+        )
 
 
 def _check_base_url(url: str | None) -> None:

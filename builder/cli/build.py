@@ -13,7 +13,7 @@ from builder.cache import default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
-from builder.plan import Options
+from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
 from builder.progress import ProgressLine, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
 
@@ -49,6 +49,14 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Kernel image to use instead of the toplevel's `kernel`.")
 @click.option("--init", metavar="STORE_PATH", help="Init to run instead of <toplevel>/init (must be in the closure).")
 @click.option("--append", multiple=True, metavar="PARAMS", help="Extra kernel parameters (repeatable).")
+@click.option("--specialisation", metavar="NAME",
+              help="Boot this specialisation of the toplevel (from its boot.json): its kernel, init and "
+                   "kernel parameters, in netboot.ipxe and kernel-params alike.")
+@click.option("--menu-timeout", type=click.IntRange(min=0), default=DEFAULT_MENU_TIMEOUT_S, show_default=True,
+              metavar="S",
+              help="A toplevel with specialisations gets a netboot.ipxe menu of the system and each of them, "
+                   "booting the system after S seconds; 0: no menu, boot the system directly. The iPXE "
+                   "variable netbuild-specialisation=NAME skips the menu.")
 @click.option("--compress", callback=_compression, metavar="NAME[:LEVEL]",
               help="zstd, gzip, xz or none, optionally with a level (zstd:19). Default: the recipe's (zstd:10).")
 @click.option("--store-root", type=click.Path(path_type=Path, file_okay=False), default="/", show_default=True,
@@ -80,6 +88,8 @@ def build_command(
     kernel: Path | None,
     init: str | None,
     append: tuple[str, ...],
+    specialisation: str | None,
+    menu_timeout: int,
     compress,  # type: ignore[no-untyped-def]
     store_root: Path,
     base_url: str | None,
@@ -100,11 +110,16 @@ def build_command(
     from standard input. Store paths without narHash/narSize get them computed
     from disk; given ones are verified while packing.
 
+    A toplevel with a boot.json (bootspec v1) is booted as it says: kernel,
+    init, kernel parameters and stage 1 come from there, not from the
+    toplevel's symlinks; --kernel and --init still override them.
+
     \b
     Examples:
       netbuild closure.json -o out/
       nix path-info --json -r ./result | netbuild - -o out/ --compress xz
       netbuild closure.json --append console=ttyS0 --base-url http://10.0.0.1/img/
+      netbuild closure.json --specialisation rescue -o out-rescue/
     """
     closure_obj = load_closure(*_read_input(closure))
     options = Options(
@@ -122,6 +137,8 @@ def build_command(
         force=force,
         cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
         cache_max_bytes=cache_size,
+        specialisation=specialisation,
+        menu_timeout_s=menu_timeout,
     )
     recipe_obj = load_recipe(recipe)
     total = sum(sp.nar_size or 0 for sp in closure_obj) or None
@@ -159,6 +176,10 @@ def _summary(result: BuildResult, paths: int) -> None:
         reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
     click.echo(f"{out}/: {paths} store paths, initrd {human_bytes(artifacts['initrd'][0])} ({result.plan.compression}, "
                f"{human_bytes(initrd.plain_size)} unpacked{reused}), bzImage {human_bytes(artifacts['bzImage'][0])}")
+    menu = result.plan.menu
+    if menu is not None:
+        click.echo(f"netboot.ipxe: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
+                   f"after {menu.timeout_s} s unless the iPXE variable netbuild-specialisation names another")
     click.echo(f"try it: {out}/run-qemu   (or: netbuild boot {out} --via http)")
 
 

@@ -5,8 +5,9 @@
 The stage 1 mounts the image on /nix/.ro-store, a tmpfs on /nix/.rw-store and an overlay of the two
 on /nix/store, then switches to init= (see builder/stage1/init.sh). It is, per the recipe's `stage1`:
 
-- the toplevel's own `initrd` (a NixOS system's stage 1 knows this convention), copied byte for
-  byte — "auto" takes it whenever the toplevel has one;
+- the system's own stage 1 (a NixOS system's knows this convention) — its boot.json's `initrd`, or
+  without a boot.json the toplevel's `initrd` — copied byte for byte; "auto" takes it whenever the
+  system has one;
 - otherwise netbuild's built-in stage 1: BusyBox from the closure (or --busybox), the modules
   loop/squashfs/overlay and their dependencies from the toplevel's kernel-modules (or --modules),
   compressed like any initrd member (--compress / the recipe's `compress`).
@@ -65,14 +66,15 @@ def prepare(plan: BootPlan) -> Prepared:
     if not mksquashfs_available():
         raise NetbuildError("mksquashfs is not installed, and the squashfs layout needs it "
                             "(Debian: apt-get install squashfs-tools)")
-    own = _toplevel_initrd_path(plan)
+    own = plan.system_initrd
     builtin_options = [name for name, value in (("--busybox", plan.options.busybox),
                                                 ("--modules", plan.options.modules)) if value is not None]
     stage1: ToplevelStage1 | BuiltinStage1
     if recipe.stage1 == "toplevel" or (recipe.stage1 == "auto" and own is not None):
         if own is None:
-            raise NetbuildError(f"recipe {recipe.name}: stage1 = \"toplevel\", but "
-                                f"{plan.toplevel or 'the closure (no toplevel)'} has no `initrd`")
+            toplevel = plan.toplevel or "the closure (no toplevel)"
+            where = f"{plan.bootspec.file} names" if plan.bootspec is not None else f"{toplevel} has"
+            raise NetbuildError(f"recipe {recipe.name}: stage1 = \"toplevel\", but {where} no `initrd`")
         if builtin_options:
             verb = "apply" if len(builtin_options) > 1 else "applies"
             raise NetbuildError(
@@ -80,6 +82,7 @@ def prepare(plan: BootPlan) -> Prepared:
                 f"own initrd {own} is used; drop it, or use a recipe with stage1 = \"builtin\""
             )
         stage1 = _toplevel_stage1(plan, own)
+        _check_menu_shares(plan, stage1)
     else:
         stage1 = _builtin_stage1(plan)
     return Prepared(stage1=stage1, squashfs=recipe.squashfs_compression)
@@ -94,11 +97,17 @@ def _in_closure(plan: BootPlan, path: str, what: str) -> str:
     return resolved
 
 
-def _toplevel_initrd_path(plan: BootPlan) -> str | None:
-    if plan.toplevel is None:
-        return None
-    path = f"{plan.toplevel}/initrd"
-    return path if os.path.lexists(plan.store.disk_path(path)) else None
+def _check_menu_shares(plan: BootPlan, stage1: ToplevelStage1) -> None:
+    # netboot.ipxe's menu entries share this initrd, so its stage 1 must be each one's own (the built-in
+    # stage 1 belongs to the kernel alone, which they share).
+    for entry in plan.menu.entries if plan.menu is not None else ():
+        theirs = _in_closure(plan, entry.initrd, f"specialisation {entry.name}'s initrd") if entry.initrd else None
+        if theirs != stage1.store_path:
+            raise NetbuildError(
+                f"specialisation {entry.name!r} has {f'the stage 1 {theirs}' if theirs else 'no stage 1'}, not the "
+                f"main system's {stage1.store_path}, and netboot.ipxe's entries share one initrd: build it into an "
+                f"OUT of its own with --specialisation {entry.name}, or build without the menu (--menu-timeout 0)"
+            )
 
 
 def _toplevel_stage1(plan: BootPlan, path: str) -> ToplevelStage1:

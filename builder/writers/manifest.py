@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from builder.closure import VerifiedPath
-from builder.plan import BootPlan
+from builder.plan import BootPlan, FromBootspec, Menu
 from builder.writers.members import InitrdResult
+from builder.writers.menu import entry_script_name
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -58,28 +59,58 @@ def manifest(
 def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dict[str, object]:
     """What was built from what. Nothing machine-specific: no file names, directories or times."""
     kernel = plan.kernel
+    inputs: dict[str, object] = {
+        "toplevel": plan.toplevel,
+        "kernel": {
+            "origin": kernel.origin,
+            "version": kernel.header.version,
+            "bootProtocol": "{}.{:02d}".format(*kernel.header.protocol),
+            "sha256": kernel_sha256,
+        },
+        "init": plan.init,
+        "closureRegistrationSha256": hashlib.sha256(initrd.registration).hexdigest(),
+    }
+    settings: dict[str, object] = {
+        "compress": str(plan.compression),
+        "cmdline": plan.cmdline,
+        "baseUrl": plan.base_url,
+    }
+    # Only with a boot.json, so that an OUT built from the toplevel's symlinks is as it always was.
+    if plan.bootspec is not None:
+        inputs["bootspec"] = _bootspec(plan.bootspec)
+    if plan.menu is not None:
+        settings["menu"] = _menu(plan.menu)
     return {
-        "inputs": {
-            "toplevel": plan.toplevel,
-            "kernel": {
-                "origin": kernel.origin,
-                "version": kernel.header.version,
-                "bootProtocol": "{}.{:02d}".format(*kernel.header.protocol),
-                "sha256": kernel_sha256,
-            },
-            "init": plan.init,
-            "closureRegistrationSha256": hashlib.sha256(initrd.registration).hexdigest(),
-        },
+        "inputs": inputs,
         "recipe": plan.recipe.settings(),
-        "settings": {
-            "compress": str(plan.compression),
-            "cmdline": plan.cmdline,
-            "baseUrl": plan.base_url,
-        },
+        "settings": settings,
         "initrd": {
             "layout": plan.recipe.layout,
             "members": [m.to_json() for m in initrd.members],
         },
+    }
+
+
+def _bootspec(used: FromBootspec) -> dict[str, object]:
+    """Where each choice came from: the field of boot.json (a jq path), or the option that won."""
+    return {
+        "file": used.file,
+        "specialisation": used.specialisation,
+        "kernel": used.kernel,
+        "init": used.init,
+        "kernelParams": used.kernel_params,
+        "initrd": used.initrd,
+    }
+
+
+def _menu(menu: Menu) -> dict[str, object]:
+    return {
+        "timeoutSeconds": menu.timeout_s,
+        "entries": [
+            {"name": e.name, "script": entry_script_name(e.name), "toplevel": e.toplevel, "init": e.init,
+             "cmdline": e.cmdline}
+            for e in menu.entries
+        ],
     }
 
 
