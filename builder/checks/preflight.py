@@ -30,10 +30,10 @@ from builder.cache import memoized
 from builder.checks.elf import X86_MACHINES, ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
 from builder.closure import STORE_DIR
 from builder.errors import NetbuildError
+from builder.formats.compress import WRITTEN
 from builder.formats.cpio import HEADER_SIZE, MAX_FILE_SIZE
 from builder.formats.kconfig import (
     INITRD_OPTION,
-    RD_OPTIONS,
     KconfigError,
     KernelConfig,
     config_beside,
@@ -280,14 +280,13 @@ def check_compression(plan: BootPlan, warnings: list[str]) -> None:
     if not config.enabled(INITRD_OPTION):
         _refuse(plan, warnings, f"{plan.kernel.origin} is built without initrd support "
                 f"({INITRD_OPTION} is not set in {config.source}); it would ignore the initrd")
-    codec = plan.compression.name
-    option = RD_OPTIONS.get(codec)
-    if option is not None and not config.enabled(option):
-        # The codecs netbuild writes, in its order of preference, that this kernel has.
-        choices = ", ".join([*(c for c in ("zstd", "gzip", "xz") if config.enabled(RD_OPTIONS[c])), "none"])
+    codec = plan.compression.codec
+    if codec.rd_option is not None and not config.enabled(codec.rd_option):
+        # The codecs netbuild writes, in its order of preference, that this kernel can unpack.
+        choices = ", ".join(c.name for c in WRITTEN if c.rd_option is None or config.enabled(c.rd_option))
         _refuse(plan, warnings,
-                f"{plan.kernel.origin} cannot unpack a {codec} initrd ({option} is not set in {config.source}); "
-                f"choose --compress {choices}")
+                f"{plan.kernel.origin} cannot unpack a {codec.name} initrd ({codec.rd_option} is not set in "
+                f"{config.source}); choose --compress {choices}")
 
 
 # --- what the initrd will hold -----------------------------------------------------------------

@@ -18,45 +18,14 @@ from typing import Any, BinaryIO
 from builder.closure import STORE_DIR
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
-from builder.formats.compress import CompressionError, MemberReader, detect
-from builder.formats.cpio import CpioError, read_archive
-from builder.writers.members import Member
+from builder.formats.compress import NONE, CompressionError
+from builder.formats.cpio import CpioError
+from builder.formats.initrd import Member, open_member
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 _STORE_PREFIX = STORE_DIR.lstrip("/") + "/"
 _REGISTRATION = "nix-path-registration"  # a file in /nix/store, not a store path
-
-
-class _BoundedReader:
-    """A window of the file: a member must not read into the next one. Hashes what it reads."""
-
-    def __init__(self, f: BinaryIO, size: int) -> None:
-        self._f = f
-        self.left = size
-        self.sha256 = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        size = self.left if size < 0 else min(size, self.left)
-        data = self._f.read(size)
-        self.left -= len(data)
-        self.sha256.update(data)
-        return data
-
-
-class _HashingReader:
-    """Hashes and counts the plain stream as the cpio reader consumes it."""
-
-    def __init__(self, source: _BoundedReader | MemberReader) -> None:
-        self._source = source
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.sha256.update(data)
-        self.size += len(data)
-        return data
 
 
 @dataclass
@@ -92,7 +61,6 @@ def check_initrd(
             if member.compression == "none" and member.offset % 4:
                 raise NetbuildError(f"{where}: an uncompressed archive must start at a multiple of 4")
             expected_offset = member.offset + member.size
-            f.seek(member.offset)
             try:
                 _check_member(f, member, where, contents)
             except (CompressionError, CpioError) as e:
@@ -105,35 +73,29 @@ def check_initrd(
 
 
 def _check_member(f: BinaryIO, member: Member, where: str, contents: InitrdContents) -> None:
-    window = _BoundedReader(f, member.size)
-    if member.compression == "none":
-        source: _BoundedReader | MemberReader = window
-    else:
-        head = f.read(8)
-        f.seek(member.offset)
-        found = detect(head)
-        if found != member.compression:
-            raise NetbuildError(f"{where}: starts like {found or 'nothing known'}, not {member.compression}")
-        source = MemberReader(found, window)  # type: ignore[arg-type]
-    plain = _HashingReader(source)
+    """The member where the manifest says, filling exactly the bytes it says (it must not read into
+    the next one), decompressed and parsed."""
+    plain = member.compression == NONE.name
+    found = open_member(f, member.offset, size=member.size, codec=NONE if plain else None, digests=True)
+    if not plain and found.kind != member.compression:
+        raise NetbuildError(f"{where}: starts like {found.kind or 'nothing known'}, not {member.compression}")
     count = 0
-    for entry in read_archive(plain, file_data=False):  # type: ignore[arg-type]
+    for entry in found.entries():
         count += 1
         base = entry.name[len(_STORE_PREFIX) :] if entry.name.startswith(_STORE_PREFIX) else ""
         if base and "/" not in base and base != _REGISTRATION:
             contents.store_paths.add("/" + entry.name)
     # NUL padding may follow the trailer (a stage 1 copied from a toplevel has it, and the kernel
     # skips it); anything else would be a second archive the writer did not mean to put there.
-    while chunk := plain.read(1 << 16):
-        if chunk.strip(b"\0"):
-            raise NetbuildError(f"{where}: data after the archive's trailer")
-    if isinstance(source, MemberReader) and (source.trailing or window.read(1)):
+    if not found.rest_is_padding():
+        raise NetbuildError(f"{where}: data after the archive's trailer")
+    if found.bytes_after_stream():
         raise NetbuildError(f"{where}: unexpected bytes after the compressed stream")
     if count != member.entries:
         raise NetbuildError(f"{where}: {count} entries read back, {member.entries} written")
-    if plain.size != member.plain_size or plain.sha256.hexdigest() != member.plain_sha256:
+    if found.plain_size != member.plain_size or found.plain_sha256 != member.plain_sha256:
         raise NetbuildError(f"{where}: the archive read back differs from the one written")
-    if member.sha256 is not None and window.sha256.hexdigest() != member.sha256:
+    if member.sha256 is not None and found.sha256 != member.sha256:
         raise NetbuildError(f"{where}: its bytes differ from those written (sha256)")
     contents.entries += count
 

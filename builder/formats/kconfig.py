@@ -3,37 +3,25 @@ CONFIG_IKCONFIG, and know where else it usually lies.
 
 The embedded copy sits in the decompressed kernel between the markers "IKCFG_ST" and "IKCFG_ED",
 gzip-compressed (the kernel's scripts/extract-ikconfig finds it the same way). A bzImage's
-payload is the compressed kernel; the boot header (protocol 2.08+) says where it is.
+payload is the compressed kernel; the boot header (protocol 2.08+) says where it is. Every codec
+involved is one of the table's (builder/formats/compress.py), as is each codec's CONFIG_RD_* option.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.formats.bzimage import SECTOR
-from builder.formats.compress import CompressionError, detect
-from builder.formats.framed import decompress_all
+from builder.formats.compress import CODECS, GZIP, CompressionError, detect
 
 IKCFG_START = b"IKCFG_ST"
 IKCFG_END = b"IKCFG_ED"
 _LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
-# The initrd codecs and the option that builds each one's decompressor into the kernel.
-RD_OPTIONS = {
-    "gzip": "CONFIG_RD_GZIP",
-    "bzip2": "CONFIG_RD_BZIP2",
-    "lzma": "CONFIG_RD_LZMA",
-    "xz": "CONFIG_RD_XZ",
-    "lzo": "CONFIG_RD_LZO",
-    "lz4": "CONFIG_RD_LZ4",
-    "zstd": "CONFIG_RD_ZSTD",
-}
 INITRD_OPTION = "CONFIG_BLK_DEV_INITRD"  # without it the kernel ignores any initrd
 
 
@@ -68,11 +56,11 @@ def read_config_file(path: Path) -> KernelConfig:
         raw = path.read_bytes()
     except OSError as e:
         raise KconfigError(f"{path}: cannot read: {e.strerror}") from None
-    if raw.startswith(b"\x1f\x8b"):  # /proc/config.gz copied out of a running system
+    if detect(raw) == GZIP.name:  # /proc/config.gz copied out of a running system
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise KconfigError(f"{path}: broken gzip: {e}") from None
+            raw, _ = GZIP.decompress(raw)
+        except CompressionError as e:
+            raise KconfigError(f"{path}: broken gzip: {e.reason}") from None
     return parse_config(raw.decode("utf-8", "replace"), str(path))
 
 
@@ -117,15 +105,22 @@ def embedded_config_text(image: bytes, name: str) -> str | None:
         if packed is None:
             return None
         try:
-            found = _config_blob(decompress_all(*packed))
+            found = _config_blob(_decompressed(*packed))
         except CompressionError as e:
             raise KconfigError(f"{name}: cannot decompress the kernel to look for IKCONFIG: {e}") from None
     if found is None:
         return None
     try:
-        return gzip.decompress(found).decode("utf-8", "replace")
-    except (OSError, EOFError, zlib.error) as e:
-        raise KconfigError(f"{name}: the embedded IKCONFIG is not valid gzip: {e}") from None
+        return GZIP.decompress(found)[0].decode("utf-8", "replace")
+    except CompressionError as e:
+        raise KconfigError(f"{name}: the embedded IKCONFIG is not valid gzip: {e.reason}") from None
+
+
+def _decompressed(codec: str, data: bytes) -> Iterator[bytes]:
+    """The plain bytes of the one member of codec at the start of data, in pieces."""
+    reader = CODECS[codec].reader(data)
+    while chunk := reader.read(1 << 20):
+        yield chunk
 
 
 def _config_blob(chunks: Iterator[bytes]) -> bytes | None:

@@ -6,21 +6,19 @@ put into every module: `name`, `depends` (comma-separated module names), `softde
 the module was made for), `alias` (many), `license`, `firmware`, … This module only reads bytes;
 what to load, and whether a vermagic fits a kernel, is decided in builder/stage1/modules.py.
 
-The ELF parsing is pyelftools'; compressed modules are decompressed with the standard library
-(lzma, gzip) and zstandard, which are the formats `CONFIG_MODULE_COMPRESS_*` produces.
+The ELF parsing is pyelftools'; compressed modules (the formats `CONFIG_MODULE_COMPRESS_*`
+produces) are decompressed by the codec table, builder/formats/compress.py.
 """
 
 from __future__ import annotations
 
 import io
-import lzma
-import zlib
 from dataclasses import dataclass
-from typing import Protocol
 
-import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+
+from builder.formats.compress import CODECS, CompressionError
 
 # Longest first, so that `.ko.xz` is not taken for `.ko`.
 COMPRESSED_SUFFIXES = {".ko.xz": "xz", ".ko.zst": "zstd", ".ko.gz": "gzip"}
@@ -83,30 +81,13 @@ def decompress_module(data: bytes, suffix: str) -> bytes:
     codec = COMPRESSED_SUFFIXES.get(suffix)
     if codec is None:
         return data
-    if codec == "gzip":
-        decoder: _Decoder = zlib.decompressobj(wbits=31)
-    elif codec == "xz":
-        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-    else:
-        decoder = zstandard.ZstdDecompressor().decompressobj()  # type: ignore[assignment]
     try:
-        # Module frames often omit the content size, so stream them rather than decompress in one call.
-        out = decoder.decompress(data)
-    except (lzma.LZMAError, zstandard.ZstdError, zlib.error) as e:
-        raise KmodError(f"cannot decompress {codec} data: {e}") from None
-    if not decoder.eof:
-        raise KmodError(f"cannot decompress {codec} data: truncated")
+        out, _ = CODECS[codec].decompress(data)
+    except CompressionError as e:
+        raise KmodError(f"cannot decompress {codec} data: {e.reason}") from None
     if len(out) > MAX_MODULE_SIZE:
         raise KmodError(f"decompresses to more than {MAX_MODULE_SIZE} bytes")
     return out
-
-
-class _Decoder(Protocol):
-    """What zlib's, lzma's and zstandard's incremental decompressors have in common."""
-
-    eof: bool
-
-    def decompress(self, data: bytes) -> bytes: ...
 
 
 def _parse_softdep(value: str) -> SoftDeps:

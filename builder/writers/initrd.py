@@ -37,11 +37,12 @@ from builder.errors import NetbuildError
 from builder.filecopy import copy_range
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
+from builder.formats.initrd import Member
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
 from builder.tempblob import TempBlob
 from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
-from builder.writers.members import InitrdResult, Member, Written
+from builder.writers.members import InitrdResult, Written
 from builder.writers.registration import registration
 from builder.writers.segments import cached_paths, group_key, path_identity, store_error
 

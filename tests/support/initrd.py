@@ -1,33 +1,19 @@
-"""Read a whole initrd back in tests: every member (plain or compressed) and the entries of each."""
+"""Read a whole initrd back in tests: every member (plain or compressed) and the entries of each,
+found by the same scanner as `netbuild inspect` (builder/formats/initrd.py)."""
 
 from __future__ import annotations
 
-import io
-
-from builder.formats.compress import decompress_member, detect
-from builder.formats.cpio import CpioEntry, read_archive
+from builder.formats.cpio import CpioEntry
+from builder.formats.initrd import InitrdReader
 
 
 def initrd_members(data: bytes) -> list[tuple[str, list[CpioEntry]]]:
-    """(codec, entries) for each archive of a concatenated initrd, in order."""
+    """(codec, entries) for each archive of a concatenated initrd, in order ('cpio' for a plain one)."""
     members = []
-    offset = 0
-    while offset < len(data):
-        if data[offset] == 0:  # NUL padding between members is allowed
-            offset += 1
-            continue
-        codec = detect(data[offset : offset + 8])
-        if codec == "cpio":
-            stream = io.BytesIO(data[offset:])
-            entries = list(read_archive(stream))
-            offset += stream.tell()
-        elif codec is not None:
-            plain, used = decompress_member(codec, data[offset:])
-            entries = list(read_archive(io.BytesIO(plain)))
-            offset += used
-        else:
-            raise AssertionError(f"offset {offset}: neither cpio nor a known compressor")
-        members.append((codec, entries))
+    for member in InitrdReader(data):
+        if member.kind is None:
+            raise AssertionError(f"offset {member.offset}: neither cpio nor a known compressor")
+        members.append((member.kind, list(member.entries(file_data=True))))
     return members
 
 

@@ -1,4 +1,4 @@
-"""builder.formats.members: decompressed_range (one member read from a byte range of a file, in
+"""builder.formats.compress: decompressed_range (one member read from a byte range of a file, in
 bounded pieces) and zstd_frame_size (where a zstd frame ends, from its block headers)."""
 
 from __future__ import annotations
@@ -12,8 +12,14 @@ from typing import BinaryIO
 import pytest
 import zstandard
 
-from builder.formats.compress import Compression, CompressionError, parse_compression
-from builder.formats.members import compress_member, decompressed_range, zstd_frame_size
+from builder.formats.compress import (
+    Compression,
+    CompressionError,
+    compress_member,
+    decompressed_range,
+    parse_compression,
+    zstd_frame_size,
+)
 
 CODECS = ("zstd", "gzip", "xz", "none")
 COMPRESSED = ("zstd", "gzip", "xz")
