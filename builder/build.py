@@ -20,6 +20,7 @@ from builder.layouts import layout_module
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import Recipe
+from builder.run.memory import BootMemory
 from builder.writers import manifest, menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.initrd import Progress
@@ -42,6 +43,7 @@ class BuildResult:
     initrd: InitrdResult
     artifacts: dict[str, tuple[int, str]]
     warnings: list[str]
+    memory: BootMemory
 
 
 def build(
@@ -75,7 +77,7 @@ def build(
     except BaseException:
         discard(staging)
         raise
-    return BuildResult(out=out, plan=plan, initrd=result[0], artifacts=result[1], warnings=warnings)
+    return BuildResult(out=out, plan=plan, initrd=result[0], artifacts=result[1], warnings=warnings, memory=result[2])
 
 
 def _preflight(plan: BootPlan) -> list[str]:
@@ -138,12 +140,13 @@ def _write_all(
     log: Callable[[str], None],
     warnings: list[str],
     warn: Callable[[str], None],
-) -> tuple[InitrdResult, dict[str, tuple[int, str]]]:
+) -> tuple[InitrdResult, dict[str, tuple[int, str]], BootMemory]:
     initrd, initrd_digest = _write_initrd(plan, layout, prepared, staging / "initrd", progress, log)
     for warning in check_initrd_size(plan, (staging / "initrd").stat().st_size):
         warnings.append(warning)
         warn(warning)
     shutil.copyfile(plan.kernel.file, staging / "bzImage")
+    memory = BootMemory(plan.kernel.header.init_size, initrd_digest[0], layout.rootfs_bytes(plan, initrd))
     files = {
         "registration": initrd.registration,  # the bytes the initrd holds, made once
         "store-paths": reg.store_paths(initrd.verified),
@@ -159,8 +162,7 @@ def _write_all(
         runqemu.NAME: runqemu.run_qemu_script(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
-            initrd_bytes=(staging / "initrd").stat().st_size,
-            unpacked_bytes=initrd.plain_size,
+            boot_mib=memory.boot_mib,
         ),
     }
     for name, data in files.items():
@@ -172,7 +174,7 @@ def _write_all(
     artifacts["initrd"] = initrd_digest
     manifest_bytes = manifest.manifest(
         version=netbuild_version(),
-        sections=manifest.sections(plan, initrd, kernel_sha256=artifacts["bzImage"][1]),
+        sections=manifest.sections(plan, initrd, memory, kernel_sha256=artifacts["bzImage"][1]),
         closure=initrd.verified,
         artifacts=artifacts,
         warnings=warnings,
@@ -183,4 +185,4 @@ def _write_all(
     for path in staging.iterdir():
         # Independent of the umask: OUT is served to other machines. run-qemu alone is a program.
         path.chmod(runqemu.MODE if path.name == runqemu.NAME else ARTIFACT_MODE)
-    return initrd, artifacts
+    return initrd, artifacts, memory

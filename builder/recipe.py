@@ -25,8 +25,10 @@ INIT_PARAMETERS = ("rdinit", "init")
 # Where the squashfs layout's stage 1 comes from: the toplevel's `initrd` when it has one (auto),
 # always the toplevel's, or always netbuild's built-in one.
 STAGE1_SOURCES = ("auto", "toplevel", "builtin")
-# The init parameter each layout needs: the store is in the initramfs, or mounted by a stage 1.
-_LAYOUT_INIT_PARAMETER = {"initramfs": "rdinit", "squashfs": "init"}
+# The init parameter each layout's stage before init reads: netbuild's /init in the initramfs
+# (builder/preinit), or the stage 1 that mounts the store. rdinit= makes the kernel run init
+# straight from the initramfs instead, on a root where pivot_root fails.
+_LAYOUT_INIT_PARAMETER = {"initramfs": "init", "squashfs": "init"}
 
 _FIELDS = {"description", "layout", "compress", "init_parameter", "kernel_params", "squashfs_compress", "stage1"}
 _SQUASHFS_FIELDS = ("squashfs_compress", "stage1")

@@ -4,10 +4,11 @@ when it is too large for the kernel or the firmware.
 Each refusal names the store path or file at fault and what to do. What it guards against is a
 failure seen only at boot time, on a remote machine:
 
-- init missing, dangling, not a regular file or not executable — "VFS: Unable to mount root fs" or
-  "Failed to execute … (error -13)" then "No working init found";
+- init missing, dangling, not a regular file or not executable — "failed to execute … (error -2)"
+  or "(error -13)" from netbuild's /init, then "Attempted to kill init!" (with rdinit=, the
+  kernel's own "VFS: Unable to mount root fs" or "No working init found");
 - a `#!` interpreter (of init, or of an interpreter that is itself a script) not in the image, or an
-  ELF program whose PT_INTERP or DT_NEEDED libraries are not — "Failed to execute … (error -2)", or
+  ELF program whose PT_INTERP or DT_NEEDED libraries are not — "failed to execute … (error -2)", or
   the loader's "error while loading shared libraries";
 - a command line past the kernel's cmdline_size — the machine never gets as far as the kernel;
 - a compression the kernel was built without, or a kernel without initrd support;
@@ -154,7 +155,7 @@ def check_init(plan: BootPlan, image: ClosureImage, warnings: list[str]) -> None
     hit = image.lookup(init)
     if isinstance(hit, str):
         raise NetbuildError(f"{what} {init} is not in the image: {hit}; "
-                            "the kernel would stop with \"VFS: Unable to mount root fs\"")
+                            "starting it would fail with error -2 (ENOENT)")
     resolved, st = hit
     via = "" if resolved == init else f" (it leads to {resolved})"
     if not stat.S_ISREG(st.st_mode):

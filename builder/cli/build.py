@@ -180,6 +180,8 @@ def _summary(result: BuildResult, paths: int) -> None:
     if menu is not None:
         click.echo(f"netboot.ipxe: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
                    f"after {menu.timeout_s} s unless the iPXE variable netbuild-specialisation names another")
+    click.echo(f"memory: boots with {result.memory.boot_mib} MiB of RAM or more "
+               f"({human_bytes(result.memory.rootfs_bytes)} unpacked into a tmpfs, which may fill half of it)")
     click.echo(f"try it: {out}/run-qemu   (or: netbuild boot {out} --via http)")
 
 

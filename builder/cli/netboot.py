@@ -48,7 +48,8 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help=f"Give up after S seconds (default with --expect: {DEFAULT_EXPECT_TIMEOUT_S:g}; without: none).")
 @click.option("--memory", type=click.IntRange(min=64), metavar="MIB",
-              help="Guest memory (default: enough for the initrd, at least 512).")
+              help="Guest memory (default: what the image needs to boot, manifest.json's memory.bootMiB, "
+                   "and at least 512); less than it needs is warned about.")
 @click.option("--cpus", type=click.IntRange(min=1), default=1, show_default=True, help="Virtual CPUs.")
 @click.option("--append", multiple=True, metavar="PARAMS",
               help="Extra kernel parameters (repeatable); over iPXE they travel in ${cmdline}.")

@@ -30,6 +30,7 @@ class BzImageHeader:
     xloadflags: int
     cmdline_size: int  # longest command line, without the NUL
     efi_stub: bool  # also a PE/COFF image UEFI firmware can start
+    init_size: int = 0  # memory the kernel needs from its load address while it starts (0: not said, < 2.10)
 
     @property
     def release(self) -> str:
@@ -100,6 +101,7 @@ def read_header(head: bytes, *, name: str = "kernel") -> BzImageHeader:
         xloadflags=_u16(head, 0x236) if protocol >= (2, 12) else 0,
         cmdline_size=_u32(head, 0x238) if protocol >= (2, 6) else _DEFAULT_CMDLINE_SIZE,
         efi_stub=_has_efi_stub(head),
+        init_size=_u32(head, 0x260) if protocol >= (2, 10) else 0,
     )
 
 

@@ -7,6 +7,9 @@ Each layout is a module here named after it, offering two functions:
         for another kernel, …); returns what `write` needs. Raises NetbuildError.
     write(dest: BinaryIO, plan: BootPlan, prepared: object, *, progress, log) -> InitrdResult
         Writes the initrd to dest (positioned at 0) and describes the members it wrote.
+    rootfs_bytes(plan: BootPlan, initrd: InitrdResult) -> int
+        What the kernel unpacks into its tmpfs root from that initrd, in whole pages: the boot
+        memory follows it (builder/run/memory.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from builder.cache import SegmentCache
+from builder.footprint import store_rootfs_bytes
 from builder.plan import BootPlan
+from builder.preinit import preinit_program
+from builder.run.memory import pages
 from builder.writers.initrd import Progress, write_initrd
 from builder.writers.members import InitrdResult, Written
 
@@ -38,3 +41,9 @@ def write(
         cache=cache,
         written=written,
     )
+
+
+def rootfs_bytes(plan: BootPlan, initrd: InitrdResult) -> int:
+    """What the kernel unpacks into its tmpfs root: the store's files, the registration, /init."""
+    return (store_rootfs_bytes(plan.store, initrd.verified, plan.options.cache_dir)
+            + pages(len(initrd.registration)) + pages(len(preinit_program(plan.init))))

@@ -31,6 +31,7 @@ from builder.errors import NetbuildError
 from builder.formats.compress import Compression, open_compressor
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
 from builder.plan import BootPlan
+from builder.run.memory import pages
 from builder.stage1.archive import write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file
 from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
@@ -262,3 +263,9 @@ def write(
         log(f"squashfs: {image.stat().st_size} bytes in {made.seconds:.1f} s")
         members.append(_write_image_member(dest, image))
     return InitrdResult(verified=made.verified, members=members, registration=made.registration)
+
+
+def rootfs_bytes(plan: BootPlan, initrd: InitrdResult) -> int:
+    """What the kernel unpacks into its tmpfs root: the stage 1's files and nix-store.squashfs, the
+    image being almost all of it (the archives' own headers count too, a few hundred bytes)."""
+    return pages(initrd.plain_size)

@@ -38,9 +38,10 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from builder.errors import NetbuildError
+from builder.formats.bzimage import BzImageError, read_header_file
 from builder.run.accel import choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, Outcome
-from builder.run.memory import recommended_memory_mib
+from builder.run.memory import boot_memory_mib, default_memory_mib
 from builder.run.serve import Server
 from builder.writers.ipxe import chain_script
 
@@ -78,7 +79,7 @@ class BootOptions:
     script: str = DEFAULT_SCRIPT  # the iPXE script to boot (tftp, http), relative to the directory
     expect: str | None = None
     timeout: float | None = None
-    memory_mib: int | None = None  # None: enough for the initrd (builder.run.memory)
+    memory_mib: int | None = None  # None: what the image needs to boot, at least 512 (builder.run.memory)
     cpus: int = 1
     append: str = ""
     settings: tuple[tuple[str, str], ...] = ()  # iPXE variables set before the script runs
@@ -113,6 +114,10 @@ def boot(
     console = console if console is not None else sys.stdout.buffer
     errors = errors if errors is not None else sys.stderr.buffer
     _check_options(directory, options)
+    needed = boot_memory_of(directory)
+    if options.memory_mib is not None and options.memory_mib < needed:
+        log(f"warning: --memory {options.memory_mib} MiB is less than the {needed} MiB this image needs to boot "
+            "(manifest.json: memory); expect the kernel to fail unpacking the initrd")
     with prepared_launch(directory, options, log=log) as launch:
         log(f"booting {directory} via {options.via} ({'UEFI' if options.uefi else 'BIOS'}, {launch.accel.upper()}, "
             f"{_memory(directory, options)} MiB)")
@@ -318,22 +323,22 @@ def find_ovmf() -> tuple[Path, Path]:
 def _memory(directory: Path, options: BootOptions) -> int:
     if options.memory_mib is not None:
         return options.memory_mib
-    return default_memory_mib(directory)
+    return default_memory_mib(boot_memory_of(directory))
 
 
-def default_memory_mib(directory: Path) -> int:
-    """Enough for the directory's initrd: from manifest.json when netbuild wrote it, else its size."""
-    initrd = directory / "initrd"
+def boot_memory_of(directory: Path) -> int:
+    """What the directory's image needs to boot: manifest.json's statement when netbuild wrote it,
+    else the same rule applied to the files, guessing the initrd unpacks to four times its size."""
     try:
-        initrd_bytes = initrd.stat().st_size
-    except OSError:
-        return recommended_memory_mib(0, 0)
-    try:
-        manifest = json.loads((directory / "manifest.json").read_bytes())
-        unpacked = sum(int(m["uncompressedSize"]) for m in manifest["initrd"]["members"])
+        return int(json.loads((directory / "manifest.json").read_bytes())["memory"]["bootMiB"])
     except (OSError, ValueError, KeyError, TypeError):
-        unpacked = 4 * initrd_bytes  # a guess at the compression ratio, generous on purpose
-    return recommended_memory_mib(initrd_bytes, unpacked)
+        pass
+    try:
+        initrd_bytes = (directory / "initrd").stat().st_size
+        init_size = read_header_file(directory / "bzImage").init_size
+    except (OSError, BzImageError):
+        initrd_bytes, init_size = 0, 0
+    return boot_memory_mib(kernel_init_size=init_size, initrd_bytes=initrd_bytes, rootfs_bytes=4 * initrd_bytes)
 
 
 def _shell_quote(arg: str) -> str:

@@ -8,7 +8,8 @@
 # kernel-params. The serial console is this terminal: Ctrl-A X quits QEMU, Ctrl-A C is its monitor.
 #
 # Environment:
-#   QEMU_MEMORY         guest memory in MiB (default @memory@: the unpacked initrd lives in RAM)
+#   QEMU_MEMORY         guest memory in MiB (default @memory@; this image needs @boot_memory@ to boot:
+#                       the unpacked store lives in RAM, see manifest.json's "memory")
 #   QEMU_CPUS           virtual CPUs (default 1)
 #   QEMU_KERNEL_PARAMS  extra kernel parameters, added after those in kernel-params
 #   QEMU_NET_OPTS       options added to the user-mode network, e.g. "hostfwd=tcp::2222-:22"
@@ -31,6 +32,11 @@ if [[ -n ${QEMU_KERNEL_PARAMS:-} ]]; then
     params+=" $QEMU_KERNEL_PARAMS"
 fi
 
+memory=${QEMU_MEMORY:-@memory@}
+if [[ $memory =~ ^[0-9]+$ ]] && (( memory < @boot_memory@ )); then
+    echo "run-qemu: warning: QEMU_MEMORY=$memory MiB is less than the @boot_memory@ MiB this image needs to boot" >&2
+fi
+
 accel=${QEMU_ACCEL:-}
 if [[ -z $accel ]]; then
     if [[ -r /dev/kvm && -w /dev/kvm ]]; then accel=kvm:tcg; else accel=tcg; fi
@@ -40,7 +46,7 @@ fi
 # shellcheck disable=SC2086
 exec "${QEMU:-qemu-system-x86_64}" \
     -machine "accel=$accel" \
-    -m "${QEMU_MEMORY:-@memory@}" \
+    -m "$memory" \
     -smp "${QEMU_CPUS:-1}" \
     -nographic \
     -no-reboot \

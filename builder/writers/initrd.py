@@ -39,6 +39,7 @@ from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
 from builder.formats.initrd import Member
 from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
+from builder.preinit import preinit_program
 from builder.tempblob import TempBlob
 from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
@@ -102,11 +103,13 @@ def pack_store_path(
 
 
 def write_skeleton(cpio: CpioWriter, init: str) -> None:
-    """What a root filesystem needs before init runs: a console for its stdio, mount points."""
+    """What a root filesystem needs before init runs: a console for its stdio, mount points, and
+    /init, netbuild's preinit (builder/preinit): the kernel runs it, it gives `init=` (or, when a
+    boot loader dropped the command line, `init`) a root where pivot_root works; /run is where it
+    bind-mounts the initramfs."""
     cpio.directory("dev", 0o755)
     cpio.device("dev/console", 0o600, "char", 5, 1)
-    # The kernel falls back to /init when rdinit= is lost (a PXE setup that drops parameters).
-    cpio.symlink("init", init.encode())
+    cpio.file("init", 0o555, preinit_program(init))
     cpio.directory("nix", 0o755)
     cpio.directory("nix/store", 0o755)
     for mount_point in ("proc", "run", "sys"):

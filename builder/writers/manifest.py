@@ -14,6 +14,7 @@ from typing import Any
 
 from builder.closure import VerifiedPath
 from builder.plan import BootPlan, FromBootspec, Menu
+from builder.run.memory import BootMemory
 from builder.writers.members import InitrdResult
 from builder.writers.menu import entry_script_name
 
@@ -56,7 +57,7 @@ def manifest(
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dict[str, object]:
+def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, *, kernel_sha256: str) -> dict[str, object]:
     """What was built from what. Nothing machine-specific: no file names, directories or times."""
     kernel = plan.kernel
     inputs: dict[str, object] = {
@@ -88,6 +89,7 @@ def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dic
             "layout": plan.recipe.layout,
             "members": [m.to_json() for m in initrd.members],
         },
+        "memory": memory.to_json(),  # what a machine needs to boot the image: builder/run/memory.py
     }
 
 

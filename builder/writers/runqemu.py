@@ -1,7 +1,8 @@
 """`run-qemu`: a bash script in OUT that boots OUT in QEMU without netbuild (like NixOS's run-*-vm).
 
 Rendered from builder/run/run-qemu.sh. It reads kernel-params at run time, so the script and the
-parameters cannot disagree; what it carries is the default memory, sized for this initrd.
+parameters cannot disagree; what it carries is the memory this image needs to boot (manifest.json's
+memory.bootMiB), its default and the floor below which it warns.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.errors import NetbuildError
-from builder.run.memory import recommended_memory_mib
+from builder.run.memory import default_memory_mib
 from builder.writers.template import substitute
 
 NAME = "run-qemu"
@@ -17,7 +18,7 @@ MODE = 0o755  # executable, unlike every other artifact
 TEMPLATE = Path(__file__).resolve().parent.parent / "run" / "run-qemu.sh"
 
 
-def run_qemu_script(*, toplevel: str | None, description: str, initrd_bytes: int, unpacked_bytes: int) -> bytes:
+def run_qemu_script(*, toplevel: str | None, description: str, boot_mib: int) -> bytes:
     try:
         text = TEMPLATE.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -25,6 +26,7 @@ def run_qemu_script(*, toplevel: str | None, description: str, initrd_bytes: int
     values = {
         "description": description,
         "toplevel": toplevel or "(no toplevel: a closure booted with --kernel and --init)",
-        "memory": str(recommended_memory_mib(initrd_bytes, unpacked_bytes)),
+        "memory": str(default_memory_mib(boot_mib)),
+        "boot_memory": str(boot_mib),
     }
     return substitute(text, values, template=TEMPLATE.name).encode()

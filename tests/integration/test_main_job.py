@@ -60,7 +60,7 @@ def test_out_holds_the_expected_files(built_out: Path, system_closure) -> None: 
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in built_out.iterdir()}
     assert modes == {name: 0o755 if name == "run-qemu" else 0o644 for name in EXPECTED_FILES}
     params = (built_out / "kernel-params").read_text()
-    assert params.startswith(f"rdinit={system_closure.toplevel}/init ")
+    assert params.startswith(f"init={system_closure.toplevel}/init ")
     assert "console=ttyS0" in params  # from the toplevel's kernel-params
     manifest = json.loads((built_out / "manifest.json").read_text())
     assert [p["path"] for p in manifest["closure"]["storePaths"]] == system_closure.paths

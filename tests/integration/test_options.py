@@ -21,7 +21,7 @@ def test_base_url_and_append_reach_the_script_and_the_params(
     run_netbuild(str(system_closure.closure_json), "-o", str(out), "--base-url", "http://10.0.2.2:8080/img",
                  "--append", "quiet", "--append", "netbuild.test=1", "--toplevel", system_closure.toplevel)
     params = (out / "kernel-params").read_text()
-    assert params == (f"rdinit={system_closure.toplevel}/init console=ttyS0 panic=-1 loglevel=4 "
+    assert params == (f"init={system_closure.toplevel}/init console=ttyS0 panic=-1 loglevel=4 "
                       "quiet netbuild.test=1\n")
     script = (out / "netboot.ipxe").read_text().splitlines()
     assert f"kernel http://10.0.2.2:8080/img/bzImage initrd=initrd {params.strip()} ${{cmdline}}" in script
@@ -46,13 +46,14 @@ def test_a_single_program_closure_boots_with_kernel_and_init(
 
     run_netbuild(str(closure), "-o", str(out), "--kernel", str(kernel_image), "--init", link,
                  "--append", "console=ttyS0 panic=-1")
-    assert (out / "kernel-params").read_text() == f"rdinit={link} console=ttyS0 panic=-1\n"
+    assert (out / "kernel-params").read_text() == f"init={link} console=ttyS0 panic=-1\n"
     kernel = json.loads((out / "manifest.json").read_text())["inputs"]["kernel"]
     assert kernel["origin"] == "--kernel" and kernel_image.name not in json.dumps(kernel)
     assert (out / "bzImage").read_bytes() == kernel_image.read_bytes()
-    # The script prints "hello" and exits; the kernel then panics and QEMU (-no-reboot) stops.
+    # The kernel runs netbuild's /init, which runs init= (the link); the script prints "hello" and
+    # exits; the kernel then panics and QEMU (-no-reboot) stops.
     console = boot(out / "bzImage", out / "initrd", (out / "kernel-params").read_text().strip(), expect="hello")
-    assert f"Run {link} as init process" in console
+    assert "Run /init as init process" in console
 
 
 def test_init_outside_the_closure_is_refused(

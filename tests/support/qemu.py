@@ -9,6 +9,7 @@ import selectors
 import struct
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 QEMU = "qemu-system-x86_64"
@@ -71,6 +72,29 @@ def boot(
     expect: str = "NETBUILD-BOOT-OK",
 ) -> str:
     """Boot and return the whole console text; fail unless `expect` appeared on a line."""
+    attempt = try_boot(kernel, initrd, append, timeout=timeout, memory_mb=memory_mb, expect=expect)
+    if not attempt.booted:
+        raise AssertionError(
+            f"no {expect!r} line on the console ({attempt.why}).\n"
+            f"command: {' '.join(attempt.command)}\n"
+            f"last {TAIL_LINES} console lines:\n{console_tail(attempt.console)}"
+        )
+    return attempt.console
+
+
+@dataclass(frozen=True)
+class Attempt:
+    command: list[str]
+    console: str
+    booted: bool  # the `expect` line appeared
+    why: str  # how QEMU ended: "QEMU exited with N" or "timed out after S s"
+
+
+def try_boot(
+    kernel: Path, initrd: Path, append: str, *, timeout: float = 120, memory_mb: int = 512,
+    expect: str = "NETBUILD-BOOT-OK",
+) -> Attempt:
+    """Boot once and say whether `expect` appeared on a line (a boot that may fail on purpose)."""
     cmd = qemu_command(kernel, initrd, append, memory_mb)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -82,14 +106,9 @@ def boot(
         assert proc.stdout is not None
         proc.stdout.close()
     console = raw.decode(errors="replace").replace("\r\n", "\n")
-    if not re.search(rf"^{re.escape(expect)}\s*$", console, re.MULTILINE):
-        why = f"QEMU exited with {proc.returncode}" if exited else f"timed out after {timeout:.0f} s"
-        raise AssertionError(
-            f"no {expect!r} line on the console ({why}).\n"
-            f"command: {' '.join(cmd)}\n"
-            f"last {TAIL_LINES} console lines:\n{console_tail(console)}"
-        )
-    return console
+    booted = bool(re.search(rf"^{re.escape(expect)}\s*$", console, re.MULTILINE))
+    why = f"QEMU exited with {proc.returncode}" if exited else f"timed out after {timeout:.0f} s"
+    return Attempt(command=cmd, console=console, booted=booted, why=why)
 
 
 def parse_digest(console: str) -> str:

@@ -56,7 +56,12 @@ def system_variant(kernel: Path, directory: Path, **flags: bool) -> FixtureClosu
 
 def run_probe_closure(directory: Path) -> FixtureClosure:
     """tests/fixtures/squashfs-run.nix: one program and its BusyBox, no toplevel."""
-    probe = nix_build(FIXTURES / "squashfs-run.nix", {"busybox": nix_path_literal(BUSYBOX)})
+    return program_closure("squashfs-run.nix", directory)
+
+
+def program_closure(fixture: str, directory: Path) -> FixtureClosure:
+    """A fixture of one program and the BusyBox it runs with (no toplevel), built with this BusyBox."""
+    probe = nix_build(FIXTURES / fixture, {"busybox": nix_path_literal(BUSYBOX)})
     return _closure(probe, directory)
 
 

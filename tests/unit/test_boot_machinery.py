@@ -14,7 +14,7 @@ import pytest
 
 from builder.run.accel import accelerator_runs, choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, clean
-from builder.run.memory import recommended_memory_mib
+from builder.run.memory import boot_memory_mib, default_memory_mib, pages
 from builder.run.qemu import CHAIN_SCRIPT, IMAGE_LINK, BootOptions, prepared_launch
 from builder.run.serve import parse_range
 
@@ -162,10 +162,15 @@ def test_uefi_tftp_command_gives_the_firmware_ipxe_and_ipxe_the_script(out_dir: 
         assert (root / IMAGE_LINK / "netboot.ipxe").read_bytes() == b"#!ipxe\n"  # what iPXE gets by that path
 
 
-def test_default_memory_follows_the_initrd() -> None:
-    assert recommended_memory_mib(0, 0) == 512
-    assert recommended_memory_mib(14 << 20, 17 << 20) == 512
-    assert recommended_memory_mib(200 << 20, 800 << 20) == 1408  # 384 + 1000, rounded up to 128 MiB
+def test_boot_memory_follows_kernel_initrd_and_twice_the_rootfs() -> None:
+    mib = 1 << 20
+    # The measured cases of builder/run/memory.py: 51.5 MiB kernel, initrd, 2 × tmpfs, + 10 %.
+    assert boot_memory_mib(kernel_init_size=int(51.5 * mib), initrd_bytes=124 * mib, rootfs_bytes=350 * mib) == 992
+    assert boot_memory_mib(kernel_init_size=int(51.5 * mib), initrd_bytes=143 * mib, rootfs_bytes=145 * mib) == 560
+    assert boot_memory_mib(kernel_init_size=int(51.5 * mib), initrd_bytes=1 * mib, rootfs_bytes=2 * mib) == 128  # floor
+    assert boot_memory_mib(kernel_init_size=0, initrd_bytes=0, rootfs_bytes=0) == 128  # unknown kernel: 64 MiB
+    assert default_memory_mib(128) == 512 and default_memory_mib(992) == 992
+    assert pages(0) == 0 and pages(1) == 4096 and pages(4096) == 4096 and pages(4097) == 8192
 
 
 def test_accelerator_probe_runs_under_tcg() -> None:

@@ -14,6 +14,7 @@ from builder.closure import Closure, StoreFS, StorePath
 from builder.errors import NetbuildError
 from builder.formats.compress import parse_compression
 from builder.formats.nar import hash_path
+from builder.preinit import preinit_program
 from builder.writers.initrd import write_initrd
 
 A = "/nix/store/" + "a" * 32 + "-app"
@@ -60,7 +61,8 @@ def test_written_archive_checks_and_carries_the_store(tmp_path: Path, compress: 
     assert entries[f"{B[1:]}/data"].mode & 0o7777 == 0o444
     assert entries[f"{A[1:]}/bin/run"].mode & 0o7777 == 0o555
     assert entries[f"{A[1:]}/lib"].data == B.encode()
-    assert entries["init"].data == f"{A}/bin/run".encode()
+    # /init: netbuild's preinit, which runs init= (or this default) on a root where pivot_root works
+    assert entries["init"].data == preinit_program(f"{A}/bin/run") and entries["init"].mode == 0o100555
     assert list(entries)[-1] == "nix/store/nix-path-registration"
     assert entries["nix/store/nix-path-registration"].data == result.registration
 

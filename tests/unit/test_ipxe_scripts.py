@@ -121,15 +121,27 @@ def test_write_menu_is_0644_whatever_the_umask(tmp_path: Path) -> None:
 
 
 def test_run_qemu_script_is_valid_bash_and_deterministic(tmp_path: Path) -> None:
-    args = {"toplevel": "/nix/store/aaaa-sys", "description": "netbuild x", "initrd_bytes": 300 << 20,
-            "unpacked_bytes": 900 << 20}
+    args = {"toplevel": "/nix/store/aaaa-sys", "description": "netbuild x", "boot_mib": 1664}
     script = runqemu.run_qemu_script(**args)  # type: ignore[arg-type]
     assert script == runqemu.run_qemu_script(**args)  # type: ignore[arg-type]
     assert script.startswith(b"#!/usr/bin/env bash\n") and b"@" + b"memory@" not in script
-    assert b'-m "${QEMU_MEMORY:-1664}"' in script  # 300 + 900 MiB of initrd, plus headroom, in 128 MiB steps
+    assert b"memory=${QEMU_MEMORY:-1664}" in script and b'-m "$memory"' in script
     path = tmp_path / "run-qemu"
     path.write_bytes(script)
     subprocess.run(["bash", "-n", str(path)], check=True)  # bash parses it
+    # Less than the image needs: a warning (QEMU itself is a stand-in that only prints its -m).
+    fake = tmp_path / "qemu"
+    fake.write_text('#!/bin/sh\nwhile [ "$1" != -m ]; do shift; done; echo "memory $2"\n')
+    fake.chmod(0o755)
+    for name in ("kernel-params", "bzImage", "initrd"):
+        (tmp_path / name).write_text("x\n")
+    env = {"PATH": "/usr/bin:/bin", "QEMU": str(fake)}
+    small = subprocess.run(["bash", str(path)], env={**env, "QEMU_MEMORY": "1000"}, capture_output=True, text=True)
+    assert small.stdout == "memory 1000\n"
+    assert small.stderr == ("run-qemu: warning: QEMU_MEMORY=1000 MiB is less than the 1664 MiB this image "
+                            "needs to boot\n")
+    default = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True)
+    assert (default.stdout, default.stderr) == ("memory 1664\n", "")
 
 
 def test_every_template_is_shipped() -> None:

@@ -12,7 +12,7 @@ from builder.recipe import builtin_recipes, load_recipe
 
 def test_builtin_netboot_recipe() -> None:
     r = load_recipe("netboot")
-    assert (r.layout, str(r.compression), r.init_parameter) == ("initramfs", "zstd:10", "rdinit")
+    assert (r.layout, str(r.compression), r.init_parameter) == ("initramfs", "zstd:10", "init")
     assert "netboot" in [p.stem for p in builtin_recipes()]
 
 
