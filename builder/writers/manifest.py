@@ -16,6 +16,7 @@ from builder.closure import VerifiedPath
 from builder.plan import BootPlan, FromBootspec, Menu
 from builder.writers.members import InitrdResult
 from builder.writers.menu import entry_script_name
+from builder.writers.uki import UkiResult
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -56,7 +57,8 @@ def manifest(
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dict[str, object]:
+def sections(plan: BootPlan, initrd: InitrdResult, uki: UkiResult | None, *,
+             kernel_sha256: str) -> dict[str, object]:
     """What was built from what. Nothing machine-specific: no file names, directories or times."""
     kernel = plan.kernel
     inputs: dict[str, object] = {
@@ -80,7 +82,7 @@ def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dic
         inputs["bootspec"] = _bootspec(plan.bootspec)
     if plan.menu is not None:
         settings["menu"] = _menu(plan.menu)
-    return {
+    result: dict[str, object] = {
         "inputs": inputs,
         "recipe": plan.recipe.settings(),
         "settings": settings,
@@ -89,6 +91,15 @@ def sections(plan: BootPlan, initrd: InitrdResult, *, kernel_sha256: str) -> dic
             "members": [m.to_json() for m in initrd.members],
         },
     }
+    if uki is not None and plan.uki is not None:  # only with --uki: other manifests stay as they were
+        signing = plan.uki.signing
+        result["uki"] = {
+            "stub": uki.stub.origin,
+            "signedBy": signing.subject if signing is not None else None,
+            "sections": [{"name": s.name, "offset": s.offset, "size": s.size, "virtualAddress": s.virtual_address}
+                         for s in uki.sections],
+        }
+    return result
 
 
 def _bootspec(used: FromBootspec) -> dict[str, object]:
