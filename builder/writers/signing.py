@@ -1,11 +1,13 @@
-"""Secure Boot signing of OUT/netboot.efi: an Authenticode signature made by sbsign (sbsigntool),
-which `sbverify --cert CERT` accepts and firmware whose db trusts CERT boots.
+"""Secure Boot signing of OUT/netboot.efi: an Authenticode signature made by osslsigncode, which
+`sbverify --cert CERT` accepts and firmware whose db trusts CERT boots.
 
-Everything that can be wrong with the key and certificate is found before a byte is written
-(check_signing): unreadable, not PEM, a key that does not match the certificate, an encrypted key
-with no passphrase. Keys are read with `cryptography`; no cryptography is done here by hand.
-sbsign cannot be given a passphrase, so an encrypted key is handed to it decrypted, in a file
-only this user can read, removed as soon as sbsign is done.
+osslsigncode rather than sbsign (sbsigntool): both sign with OpenSSL, but sbsign stamps the current
+time into the signature, so no two builds would give the same bytes; osslsigncode takes the
+signing time as an argument (1, as the store's mtimes, or SOURCE_DATE_EPOCH), and a passphrase on
+its standard input, so an encrypted key never lies decrypted on disk. UEFI does not look at the
+signing time. Everything that can be wrong with the key and certificate is found before a byte is
+written (check_signing): unreadable, not PEM, a key that does not match the certificate, an
+encrypted key with no passphrase. Keys are read with `cryptography`; no cryptography by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from builder.errors import NetbuildError
 
-SBSIGN = "sbsign"
+SIGNER = "osslsigncode"
+SIGNING_TIME = 1  # as the store's mtimes; SOURCE_DATE_EPOCH sets another
 
 
 @dataclass(frozen=True)
@@ -69,27 +71,24 @@ def check_signing(key: Path, cert: Path, passphrase_env: str | None) -> Signing:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if private.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
         raise NetbuildError(f"--sign-key {key} does not match --sign-cert {cert}: they hold different public keys")
-    if shutil.which(SBSIGN) is None:
-        raise NetbuildError("signing needs sbsign; install sbsigntool (Debian: sbsigntool)")
+    if shutil.which(SIGNER) is None:
+        raise NetbuildError(f"signing needs {SIGNER}; install it (Debian: osslsigncode)")
     return Signing(key=key, cert=cert, passphrase_env=passphrase_env, subject=certificate.subject.rfc4514_string())
 
 
 def sign(image: Path, signing: Signing) -> None:
     """Replace image by its signed self."""
     signed = image.with_name(image.name + ".signed")
-    with tempfile.TemporaryDirectory(prefix="netbuild-sign-") as private_dir:
-        key = signing.key
-        if signing.passphrase_env is not None:
-            key = Path(private_dir) / "key.pem"
-            plain = _private_key(signing.key, signing.passphrase_env).private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(plain)
-        proc = subprocess.run([SBSIGN, "--key", str(key), "--cert", str(signing.cert), "--output", str(signed),
-                               str(image)], capture_output=True, text=True)
+    when = os.environ.get("SOURCE_DATE_EPOCH", str(SIGNING_TIME))
+    command = [SIGNER, "sign", "-certs", str(signing.cert), "-key", str(signing.key), "-h", "sha256",
+               "-time", when, "-in", str(image), "-out", str(signed)]
+    passphrase = None
+    if signing.passphrase_env is not None:
+        command[-4:-4] = ["-readpass", "-"]
+        passphrase = os.environ[signing.passphrase_env]
+    proc = subprocess.run(command, input=passphrase, capture_output=True, text=True)
     if proc.returncode != 0:
         signed.unlink(missing_ok=True)
-        why = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise NetbuildError(f"sbsign could not sign {image.name}: {why}")
+        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        raise NetbuildError(f"{SIGNER} could not sign {image.name}: {lines[-1] if lines else proc.returncode}")
     os.replace(signed, image)
