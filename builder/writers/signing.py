@@ -84,7 +84,7 @@ def sign(image: Path, signing: Signing) -> None:
                "-time", when, "-in", str(image), "-out", str(signed)]
     passphrase = None
     if signing.passphrase_env is not None:
-        command[-4:-4] = ["-readpass", "-"]
+        command[-4:-4] = ["-readpass", "/dev/stdin"]  # "-" is 2.9's; Debian 12 has 2.5
         passphrase = os.environ[signing.passphrase_env]
     proc = subprocess.run(command, input=passphrase, capture_output=True, text=True)
     if proc.returncode != 0:
