@@ -25,6 +25,8 @@ from builder.writers import manifest, menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.initrd import Progress
 from builder.writers.members import InitrdResult
+from builder.writers.signing import sign
+from builder.writers.uki import UKI_NAME, UkiResult, os_release, write_uki
 
 ARTIFACT_MODE = 0o644
 
@@ -131,6 +133,24 @@ def _write_initrd(
     raise AssertionError("unreachable")
 
 
+def _write_uki(plan: BootPlan, staging: Path, log: Callable[[str], None]) -> UkiResult:
+    """netboot.efi from the bzImage and initrd just written (and checked), signed if asked."""
+    assert plan.uki is not None
+    log(f"writing {UKI_NAME} (systemd-stub from {plan.uki.stub.origin})")
+    result = write_uki(staging / UKI_NAME, stub=plan.uki.stub, kernel=staging / "bzImage",
+                       initrd=staging / "initrd", cmdline=plan.cmdline,
+                       osrel=os_release(plan.toplevel, plan.menu.title if plan.menu else _label(plan)),
+                       uname=plan.kernel.header.release)
+    if plan.uki.signing is not None:
+        log(f"signing {UKI_NAME} ({plan.uki.signing.subject})")
+        sign(staging / UKI_NAME, plan.uki.signing)
+    return result
+
+
+def _label(plan: BootPlan) -> str:
+    return plan.toplevel.rsplit("/", 1)[-1][33:] if plan.toplevel else f"{plan.init.rsplit('/', 1)[-1]} (netbuild)"
+
+
 def _write_all(
     plan: BootPlan,
     layout: ModuleType,
@@ -170,11 +190,14 @@ def _write_all(
 
     log("checking what was written")
     check_kernel(staging / "bzImage")
+    uki = _write_uki(plan, staging, log) if plan.uki is not None else None
     artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", *files]}
     artifacts["initrd"] = initrd_digest
+    if uki is not None:
+        artifacts[UKI_NAME] = manifest.file_digest(staging / UKI_NAME)
     manifest_bytes = manifest.manifest(
         version=netbuild_version(),
-        sections=manifest.sections(plan, initrd, memory, kernel_sha256=artifacts["bzImage"][1]),
+        sections=manifest.sections(plan, initrd, memory, uki, kernel_sha256=artifacts["bzImage"][1]),
         closure=initrd.verified,
         artifacts=artifacts,
         warnings=warnings,

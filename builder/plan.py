@@ -24,6 +24,7 @@ from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_fil
 from builder.formats.compress import Compression
 from builder.recipe import Recipe
 from builder.writers.menu import ENTRY_NAME, MAIN_ENTRY
+from builder.writers.uki import UkiChoice, plan_uki
 
 IPXE_INITRD_PARAM = "initrd=initrd"
 DEFAULT_MENU_TIMEOUT_S = 5
@@ -52,6 +53,11 @@ class Options:
     menu_timeout_s: int = DEFAULT_MENU_TIMEOUT_S  # netboot.ipxe's menu of the specialisations; 0: no menu
     # Off only in the test proving that boot.json and the toplevel's symlinks give the same OUT.
     read_bootspec: bool = True
+    uki: bool = False  # also write netboot.efi, a unified kernel image (builder/writers/uki.py)
+    efi_stub: Path | None = None  # the systemd-stub to use when the closure has none
+    sign_key: Path | None = None  # Secure Boot: sign netboot.efi with this key (PEM) …
+    sign_cert: Path | None = None  # … and this certificate (PEM)
+    sign_passphrase_env: str | None = None  # the environment variable holding the key's passphrase
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ class BootPlan:
     system_initrd: str | None  # the system's own stage 1: its boot.json's `initrd`, else <toplevel>/initrd
     bootspec: FromBootspec | None  # None: no boot.json, the choices came from the toplevel's symlinks
     menu: Menu | None  # None: netboot.ipxe boots the system directly
+    uki: UkiChoice | None = None  # None: no netboot.efi
 
 
 def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
@@ -125,6 +132,8 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
     _check_append(options.append)
     cmdline = _command_line(recipe, init, _system_params(closure, store, toplevel, booted), options.append)
     _check_base_url(options.base_url)
+    uki = plan_uki(closure, store, options.uki, options.efi_stub,
+                   (options.sign_key, options.sign_cert, options.sign_passphrase_env))
     return BootPlan(
         recipe=recipe,
         closure=closure,
@@ -140,6 +149,7 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
         system_initrd=_system_initrd(store, toplevel, booted),
         bootspec=_from_bootspec(spec, booted, options),
         menu=_menu(closure, store, recipe, spec, kernel, options),
+        uki=uki,
     )
 
 

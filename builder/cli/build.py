@@ -79,6 +79,21 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               "and its NAR hash re-verified).")
 @click.option("--cache-size", callback=_size, default="10G", show_default=True, metavar="SIZE",
               help="Bound on the cache (K, M, G suffixes); least recently used segments are dropped beyond it.")
+@click.option("--uki", is_flag=True,
+              help="Also write OUT/netboot.efi: a unified kernel image (systemd-stub, kernel, initrd, command "
+                   "line) that UEFI firmware boots by itself, over UEFI HTTP Boot or from a disk, without iPXE.")
+@click.option("--efi-stub", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="--uki: the systemd-stub to use when the closure's systemd has none "
+                   "(default: the host's, Debian's systemd-boot-efi).")
+@click.option("--sign-key", type=click.Path(path_type=Path, dir_okay=False), metavar="KEY",
+              help="--uki: sign netboot.efi for Secure Boot with this PEM private key (and --sign-cert). With "
+                   "Secure Boot on, the firmware boots it only if its db trusts the certificate, and "
+                   "systemd-stub ignores a command line from the loader: ${cmdline} and boot-time --append "
+                   "do not apply, the built-in command line does.")
+@click.option("--sign-cert", type=click.Path(path_type=Path, dir_okay=False), metavar="CERT",
+              help="--uki: the PEM certificate of --sign-key.")
+@click.option("--sign-passphrase-env", metavar="VAR",
+              help="--sign-key is encrypted: the environment variable that holds its passphrase.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def build_command(
     closure: str,
@@ -101,6 +116,11 @@ def build_command(
     cache_dir: Path | None,
     no_cache: bool,
     cache_size: int,
+    uki: bool,
+    efi_stub: Path | None,
+    sign_key: Path | None,
+    sign_cert: Path | None,
+    sign_passphrase_env: str | None,
     quiet: bool,
 ) -> None:
     """Build netboot artifacts for CLOSURE.json into OUT.
@@ -120,6 +140,7 @@ def build_command(
       nix path-info --json -r ./result | netbuild - -o out/ --compress xz
       netbuild closure.json --append console=ttyS0 --base-url http://10.0.0.1/img/
       netbuild closure.json --specialisation rescue -o out-rescue/
+      netbuild closure.json --uki --sign-key db.key --sign-cert db.pem   # UEFI HTTP Boot, Secure Boot
     """
     closure_obj = load_closure(*_read_input(closure))
     options = Options(
@@ -139,6 +160,11 @@ def build_command(
         cache_max_bytes=cache_size,
         specialisation=specialisation,
         menu_timeout_s=menu_timeout,
+        uki=uki,
+        efi_stub=efi_stub,
+        sign_key=sign_key,
+        sign_cert=sign_cert,
+        sign_passphrase_env=sign_passphrase_env,
     )
     recipe_obj = load_recipe(recipe)
     total = sum(sp.nar_size or 0 for sp in closure_obj) or None

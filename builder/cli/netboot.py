@@ -36,13 +36,17 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.argument("out", type=click.Path(path_type=Path, file_okay=False), metavar="OUT")
 @click.option("--via", type=click.Choice(VIAS), default="direct", show_default=True,
               help="direct: QEMU loads bzImage+initrd; tftp: QEMU's TFTP server and its iPXE ROM; "
-                   "http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP.")
+                   "http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP; uefi-http: the UEFI "
+                   "firmware's own HTTP Boot fetches netboot.efi (built with --uki), no iPXE.")
 @click.option("--uefi", is_flag=True,
               help="Boot through OVMF (UEFI) instead of SeaBIOS. With --via tftp/http the firmware's own PXE "
                    "client loads iPXE for UEFI (the ipxe package's snponly.efi), as on a real UEFI machine.")
 @click.option("--ipxe-efi", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="FILE",
               help="--uefi --via tftp/http: the iPXE EFI program the firmware loads "
                    "(default: /usr/lib/ipxe/snponly.efi).")
+@click.option("--secure-boot", is_flag=True,
+              help="UEFI with Secure Boot enforcing: Debian's OVMF with its snakeoil test keys, whose db trusts "
+                   "/usr/share/ovmf/PkKek-1-snakeoil.pem (sign netboot.efi with that key to try it).")
 @click.option("--expect", metavar="TEXT",
               help="Succeed as soon as TEXT appears on the console; fail on timeout, panic or QEMU exit.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -69,6 +73,7 @@ def boot_command(
     via: str,
     uefi: bool,
     ipxe_efi: Path | None,
+    secure_boot: bool,
     expect: str | None,
     timeout: float | None,
     memory: int | None,
@@ -93,6 +98,7 @@ def boot_command(
       netbuild boot out/                                  # -kernel/-initrd, like run-qemu
       netbuild boot out/ --via tftp --expect 'login:'     # DHCP → iPXE → TFTP
       netbuild boot out/ --via http --uefi --timeout 120  # OVMF, iPXE over HTTP
+      netbuild boot out/ --via uefi-http --secure-boot     # OVMF HTTP Boot of netboot.efi, no iPXE
       netbuild boot out/ --via tftp --append 'systemd.unit=rescue.target'
       netbuild boot images/ --via http --script menu.ipxe --set netbuild-image=lab2
     """
@@ -112,6 +118,7 @@ def boot_command(
         interactive=expect is None and sys.stdin.isatty(),
         qemu=qemu,
         ipxe_efi=ipxe_efi,
+        secure_boot=secure_boot,
     )
     outcome = boot(out, options, log=_stderr)
     if expect is not None:

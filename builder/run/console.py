@@ -28,6 +28,8 @@ _PANIC = re.compile(r"Kernel panic - not syncing: ?([^\n]*)")
 _NOTHING_TO_BOOT = re.compile(
     r"(Could not boot(?: image)?: [^\n]*)\n|(No bootable device\.)|(No bootable option or device was found)"
     r"|(UEFI Interactive Shell)"
+    # Secure Boot refused the image (unsigned, signed by a key db does not trust, or changed since).
+    r"|(failed to load Boot[0-9A-F]+ [^\n]*: Access Denied)"
 )
 PANIC_LINE_WAIT_S = 2.0  # after "Kernel panic", how long to wait for the rest of its line
 KEEP_CHARS = 1 << 16  # the cleaned console kept for matching and for error messages

@@ -46,7 +46,14 @@ from builder.run.serve import Server
 from builder.writers.ipxe import chain_script
 
 QEMU = "qemu-system-x86_64"
-VIAS = ("direct", "tftp", "http")
+VIAS = ("direct", "tftp", "http", "uefi-http")
+UKI_FILE = "netboot.efi"  # what --via uefi-http boots: OUT's unified kernel image (netbuild --uki)
+# Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
+# trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
+SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
+# UEFI HTTP Boot alone: the firmware's PXE boot options would be tried (and time out) first.
+_HTTP_BOOT_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                   "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
 GUEST_HOST = "10.0.2.2"  # the host, as a guest on QEMU's user network reaches it
 CHAIN_SCRIPT = "netbuild-boot.ipxe"
 IMAGE_LINK = "image"  # the directory, as the chain script's TFTP root names it
@@ -90,6 +97,11 @@ class BootOptions:
     qemu: str = QEMU
     ovmf: tuple[Path, Path] | None = None  # (code, vars template); None: the distribution's
     ipxe_efi: Path | None = None  # iPXE the UEFI firmware loads (tftp, http); None: the distribution's
+    secure_boot: bool = False  # UEFI with Secure Boot enforcing (the snakeoil OVMF, unless ovmf is given)
+
+    @property
+    def firmware_uefi(self) -> bool:
+        return self.uefi or self.via == "uefi-http"
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,8 @@ def boot(
         log(f"warning: --memory {options.memory_mib} MiB is less than the {needed} MiB this image needs to boot "
             "(manifest.json: memory); expect the kernel to fail unpacking the initrd")
     with prepared_launch(directory, options, log=log) as launch:
-        log(f"booting {directory} via {options.via} ({'UEFI' if options.uefi else 'BIOS'}, {launch.accel.upper()}, "
+        firmware = "UEFI, Secure Boot" if options.secure_boot else "UEFI" if options.firmware_uefi else "BIOS"
+        log(f"booting {directory} via {options.via} ({firmware}, {launch.accel.upper()}, "
             f"{_memory(directory, options)} MiB)")
         log("$ " + " ".join(_shell_quote(a) for a in launch.command))
         try:
@@ -181,7 +194,16 @@ def _check_options(directory: Path, options: BootOptions) -> None:
         raise NetbuildError(f"--via {options.via!r}: choose one of {', '.join(VIAS)}")
     if not directory.is_dir():
         raise NetbuildError(f"{directory}: not a directory")
-    if options.via == "direct":
+    if options.secure_boot and not options.firmware_uefi:
+        raise NetbuildError("--secure-boot is UEFI's: add --uefi, or --via uefi-http")
+    if options.via == "uefi-http":
+        if not (directory / UKI_FILE).is_file():
+            raise NetbuildError(f"{directory / UKI_FILE}: missing; --via uefi-http boots it (build with --uki)")
+        if options.settings or options.script != DEFAULT_SCRIPT:
+            raise NetbuildError("--set and --script are iPXE's: --via uefi-http boots netboot.efi without iPXE")
+        if options.append.strip():
+            raise NetbuildError("--append: the firmware hands netboot.efi no command line; build it with --append")
+    elif options.via == "direct":
         for name in DIRECT_FILES:
             if not (directory / name).is_file():
                 raise NetbuildError(f"{directory / name}: missing; --via direct boots {', '.join(DIRECT_FILES)}")
@@ -215,7 +237,15 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
         accel = choose_accelerator(options.accel, options.qemu, log)
         command = [options.qemu, "-accel", accel, *_machine(options, directory, tmp)]
         server = None
-        if options.via == "direct":
+        if options.via == "uefi-http":
+            server = stack.enter_context(
+                Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
+            ).start()
+            url = f"http://{GUEST_HOST}:{server.port}/{UKI_FILE}"
+            log(f"serving {directory} at {server.url} (the firmware's HTTP Boot fetches {url})")
+            # QEMU's DHCP hands out the URL; a UEFI HTTP Boot client takes it from there, no iPXE.
+            command += [*_network(None, url, boot=True, option_rom=False), *_HTTP_BOOT_ONLY]
+        elif options.via == "direct":
             command += _network(None, None, boot=False)
             params = (directory / "kernel-params").read_text(encoding="utf-8").strip()
             command += ["-kernel", str(directory / "bzImage"), "-initrd", str(directory / "initrd"),
@@ -265,8 +295,11 @@ def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
         "-monitor", "none",
         "-serial", "mon:stdio" if options.interactive else "stdio",
     ]  # fmt: skip
-    if options.uefi:
-        code, vars_template = options.ovmf or find_ovmf()
+    if options.firmware_uefi:
+        code, vars_template = options.ovmf or (_secure_boot_ovmf() if options.secure_boot else find_ovmf())
+        if options.secure_boot:
+            # The firmware keeps its variables (the enrolled keys) in SMM: q35 with SMM and a secure flash.
+            args += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
         variables = tmp / "OVMF_VARS.fd"  # the firmware writes its variables: never the shared template
         shutil.copyfile(vars_template, variables)
         args += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
@@ -298,6 +331,12 @@ def _network(tftp_root: Path | None, bootfile: str | None, *, boot: bool, option
     if not option_rom:
         args += ["-device", "virtio-rng-pci"]  # newer OVMF offers network boot only with an RNG
     return args
+
+
+def _secure_boot_ovmf() -> tuple[Path, Path]:
+    if all(path.is_file() for path in SECURE_BOOT_OVMF):
+        return SECURE_BOOT_OVMF
+    raise NetbuildError(f"--secure-boot: {SECURE_BOOT_OVMF[0]} not found (Debian's ovmf has it, with test keys)")
 
 
 def find_ipxe_efi() -> Path:

@@ -32,7 +32,10 @@ from builder.errors import NetbuildError
 Log = Callable[[str], None]
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_CONTENT_TYPES = {".ipxe": "text/plain; charset=utf-8", ".json": "application/json", ".sh": "text/x-shellscript"}
+# UEFI HTTP Boot decides what it fetched by Content-Type first: application/efi for a program (a
+# UKI), application/vnd.efi-iso and -img for media; anything else it refuses.
+_CONTENT_TYPES = {".ipxe": "text/plain; charset=utf-8", ".json": "application/json", ".sh": "text/x-shellscript",
+                  ".efi": "application/efi", ".iso": "application/vnd.efi-iso", ".img": "application/vnd.efi-img"}
 _TEXT_FILES = {"kernel-params", "registration", "store-paths", "total-nar-size", "SHA256SUMS"}
 
 

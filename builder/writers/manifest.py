@@ -17,6 +17,7 @@ from builder.plan import BootPlan, FromBootspec, Menu
 from builder.run.memory import BootMemory
 from builder.writers.members import InitrdResult
 from builder.writers.menu import entry_script_name
+from builder.writers.uki import UkiResult
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -57,7 +58,8 @@ def manifest(
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, *, kernel_sha256: str) -> dict[str, object]:
+def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, uki: UkiResult | None, *,
+             kernel_sha256: str) -> dict[str, object]:
     """What was built from what. Nothing machine-specific: no file names, directories or times."""
     kernel = plan.kernel
     inputs: dict[str, object] = {
@@ -81,7 +83,7 @@ def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, *, kernel
         inputs["bootspec"] = _bootspec(plan.bootspec)
     if plan.menu is not None:
         settings["menu"] = _menu(plan.menu)
-    return {
+    result: dict[str, object] = {
         "inputs": inputs,
         "recipe": plan.recipe.settings(),
         "settings": settings,
@@ -91,6 +93,15 @@ def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, *, kernel
         },
         "memory": memory.to_json(),  # what a machine needs to boot the image: builder/run/memory.py
     }
+    if uki is not None and plan.uki is not None:  # only with --uki: other manifests stay as they were
+        signing = plan.uki.signing
+        result["uki"] = {
+            "stub": uki.stub.origin,
+            "signedBy": signing.subject if signing is not None else None,
+            "sections": [{"name": s.name, "offset": s.offset, "size": s.size, "virtualAddress": s.virtual_address}
+                         for s in uki.sections],
+        }
+    return result
 
 
 def _bootspec(used: FromBootspec) -> dict[str, object]:

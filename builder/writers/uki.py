@@ -1,0 +1,164 @@
+"""OUT/netboot.efi: a unified kernel image (UAPI.5) of the image — systemd-stub with the kernel,
+the initrd, the command line, os-release and the kernel's release as PE sections — which UEFI
+firmware boots by itself, over HTTP Boot or from a disk, with no iPXE.
+
+The sections are laid out by builder.formats.pe and written here streamed, so an initrd of any
+size costs no memory; the result is read back and compared section by section before OUT is
+replaced. Signing (Secure Boot) is builder.writers.signing's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.closure import Closure, StoreFS
+from builder.errors import NetbuildError
+from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections, read_sections, size_of_image
+from builder.writers.signing import Signing, check_signing
+
+UKI_NAME = "netboot.efi"
+# systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it.
+STUB_IN_SYSTEMD = "lib/systemd/boot/efi/linuxx64.efi.stub"
+HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Stub:
+    file: Path  # where to read it on this machine
+    origin: str  # the store path it came from, "--efi-stub", or "host (systemd-boot-efi)"
+
+
+def find_stub(closure: Closure, store: StoreFS, efi_stub: Path | None) -> Stub:
+    """The closure's systemd-stub when it has one, else --efi-stub, else the host's."""
+    for sp in closure:
+        candidate = store.disk_path(sp.path) / STUB_IN_SYSTEMD
+        if candidate.is_file():
+            return Stub(candidate, f"{sp.path}/{STUB_IN_SYSTEMD}")
+    if efi_stub is not None:
+        if not efi_stub.is_file():
+            raise NetbuildError(f"--efi-stub {efi_stub}: no such file")
+        return Stub(efi_stub, "--efi-stub")
+    if HOST_STUB.is_file():
+        return Stub(HOST_STUB, f"host {HOST_STUB} (systemd-boot-efi)")
+    raise NetbuildError("--uki needs systemd-stub: the closure has no systemd with "
+                        f"{STUB_IN_SYSTEMD}; pass --efi-stub FILE or install systemd-boot-efi (Debian)")
+
+
+def os_release(toplevel: str | None, label: str) -> bytes:
+    """The .osrel section: what a boot menu shows for the image."""
+    return (f'NAME="netbuild image"\nID=netbuild\nPRETTY_NAME="{label}"\n'
+            + (f'IMAGE_ID="{toplevel.rsplit("/", 1)[-1]}"\n' if toplevel else "")).encode()
+
+
+@dataclass(frozen=True)
+class UkiChoice:
+    """What netboot.efi is made of, decided before anything is written."""
+
+    stub: Stub
+    signing: Signing | None
+
+
+def plan_uki(closure: Closure, store: StoreFS, wanted: bool, efi_stub: Path | None,
+             sign: tuple[Path | None, Path | None, str | None]) -> UkiChoice | None:
+    key, cert, passphrase_env = sign
+    if not wanted:
+        for given, option in ((efi_stub, "--efi-stub"), (key, "--sign-key"), (cert, "--sign-cert")):
+            if given is not None:
+                raise NetbuildError(f"{option} is for netboot.efi: add --uki")
+        return None
+    if (key is None) != (cert is None):
+        raise NetbuildError("signing needs both --sign-key and --sign-cert")
+    if passphrase_env is not None and key is None:
+        raise NetbuildError("--sign-passphrase-env is for --sign-key")
+    signing = check_signing(key, cert, passphrase_env) if key is not None and cert is not None else None
+    return UkiChoice(stub=find_stub(closure, store, efi_stub), signing=signing)
+
+
+@dataclass(frozen=True)
+class UkiResult:
+    sections: list[PlacedSection]
+    stub: Stub
+
+
+def _sources(kernel: Path, initrd: Path, cmdline: str, osrel: bytes, uname: str) -> list[tuple[str, bytes | Path]]:
+    return [(".osrel", osrel), (".cmdline", cmdline.encode()), (".uname", uname.encode()),
+            (".initrd", initrd), (".linux", kernel)]
+
+
+def _size(source: bytes | Path) -> int:
+    return len(source) if isinstance(source, bytes) else source.stat().st_size
+
+
+def write_uki(dest: Path, *, stub: Stub, kernel: Path, initrd: Path, cmdline: str, osrel: bytes,
+              uname: str) -> UkiResult:
+    """Write dest: the stub, then the sections' data, then check it reads back as written."""
+    sources = _sources(kernel, initrd, cmdline, osrel, uname)
+    try:
+        stub_bytes = stub.file.read_bytes()
+        with open(kernel, "rb") as f:
+            kernel_mapped = size_of_image(f.read(1 << 16), what=str(kernel))
+        news = [NewSection(name, _size(source), virtual_size=kernel_mapped if name == ".linux" else 0,
+                           code=name == ".linux") for name, source in sources]
+        headers, placed = add_sections(stub_bytes, news, what=f"systemd-stub {stub.origin}")
+    except PEError as e:
+        raise NetbuildError(str(e)) from None
+    with open(dest, "wb") as out:
+        out.write(headers)
+        for section, (_, source) in zip(placed, sources, strict=True):
+            out.write(b"\0" * (section.offset - out.tell()))
+            if isinstance(source, bytes):
+                out.write(source)
+            else:
+                with open(source, "rb") as f:
+                    shutil.copyfileobj(f, out, _CHUNK)
+            out.write(b"\0" * (section.raw_size - section.size))
+    check_uki(dest, placed, sources)
+    return UkiResult(sections=placed, stub=stub)
+
+
+def _digest(source: bytes | Path) -> str:
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def section_digest(path: Path, offset: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while size:
+            chunk = f.read(min(size, _CHUNK))
+            if not chunk:
+                raise NetbuildError(f"{path}: ends inside a section")
+            h.update(chunk)
+            size -= len(chunk)
+    return h.hexdigest()
+
+
+def check_uki(path: Path, placed: Iterable[PlacedSection], sources: list[tuple[str, bytes | Path]]) -> None:
+    """Read the written image back: its headers list these sections, each holding its source's bytes."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        _, sections = read_sections(head, what=str(path))
+    except PEError as e:
+        raise NetbuildError(f"self-check: {e}") from None
+    by_name = {s.name: s for s in sections}
+    for section, (name, source) in zip(placed, sources, strict=True):
+        found = by_name.get(name)
+        if found is None or (found.offset, found.virtual_address) != (section.offset, section.virtual_address):
+            raise NetbuildError(f"self-check: {path.name}: section {name} is not where it was written")
+        if section_digest(path, section.offset, section.size) != _digest(source):
+            raise NetbuildError(f"self-check: {path.name}: section {name} differs from its source")
+    if os.stat(path).st_size != max(s.offset + s.raw_size for s in placed):
+        raise NetbuildError(f"self-check: {path.name}: bytes after the last section")
