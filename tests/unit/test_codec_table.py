@@ -168,6 +168,7 @@ def test_no_other_module_knows_a_codecs_settings() -> None:
     for path in sorted(BUILDER.rglob("*.py")):
         if path.name == "compress.py" and path.parent.name == "formats":
             continue
-        text = path.read_text()
+        # Hex blobs (builder/preinit's machine code) hold every short byte pattern somewhere: not a codec's.
+        text = re.sub(r'"[0-9a-f]{64,}"', '""', path.read_text())
         found += [f"{path.relative_to(BUILDER)}: {p}" for p in patterns if re.search(p, text)]
     assert found == []
