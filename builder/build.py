@@ -24,9 +24,10 @@ from builder.run.memory import BootMemory
 from builder.writers import manifest, menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.initrd import Progress
+from builder.writers.ipxe import uki_script
 from builder.writers.members import InitrdResult
 from builder.writers.signing import sign
-from builder.writers.uki import UKI_NAME, UkiResult, os_release, write_uki
+from builder.writers.uki import UKI_NAME, UKI_SCRIPT, UkiResult, os_release, write_uki
 
 ARTIFACT_MODE = 0o644
 
@@ -133,9 +134,19 @@ def _write_initrd(
     raise AssertionError("unreachable")
 
 
-def _write_uki(plan: BootPlan, staging: Path, log: Callable[[str], None]) -> UkiResult:
+UKI_WARN_BYTES = 1 << 30  # firmware loads a UKI into one allocation; many machines fail past 1-2 GiB
+
+
+def _write_uki(plan: BootPlan, staging: Path, log: Callable[[str], None], warnings: list[str],
+               warn: Callable[[str], None]) -> UkiResult:
     """netboot.efi from the bzImage and initrd just written (and checked), signed if asked."""
     assert plan.uki is not None
+    size = (staging / "bzImage").stat().st_size + (staging / "initrd").stat().st_size
+    if size > UKI_WARN_BYTES:
+        warning = (f"{UKI_NAME} is {size / (1 << 30):.1f} GiB: UEFI firmware loads it whole into one allocation, "
+                   "and many machines fail past 1-2 GiB; iPXE (netboot.ipxe) or the squashfs layout load less")
+        warnings.append(warning)
+        warn(warning)
     log(f"writing {UKI_NAME} (systemd-stub from {plan.uki.stub.origin})")
     result = write_uki(staging / UKI_NAME, stub=plan.uki.stub, kernel=staging / "bzImage",
                        initrd=staging / "initrd", cmdline=plan.cmdline,
@@ -190,11 +201,15 @@ def _write_all(
 
     log("checking what was written")
     check_kernel(staging / "bzImage")
-    uki = _write_uki(plan, staging, log) if plan.uki is not None else None
+    uki = _write_uki(plan, staging, log, warnings, warn) if plan.uki is not None else None
     artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", *files]}
     artifacts["initrd"] = initrd_digest
     if uki is not None:
-        artifacts[UKI_NAME] = manifest.file_digest(staging / UKI_NAME)
+        (staging / UKI_SCRIPT).write_bytes(uki_script(
+            cmdline=plan.cmdline, base_url=plan.base_url, toplevel=plan.toplevel,
+            description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}"))
+        for name in (UKI_NAME, UKI_SCRIPT):
+            artifacts[name] = manifest.file_digest(staging / name)
     manifest_bytes = manifest.manifest(
         version=netbuild_version(),
         sections=manifest.sections(plan, initrd, memory, uki, kernel_sha256=artifacts["bzImage"][1]),

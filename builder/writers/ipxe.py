@@ -43,6 +43,15 @@ def netboot_script(*, cmdline: str, base_url: str | None, toplevel: str | None, 
     )
 
 
+def uki_script(*, cmdline: str, base_url: str | None, toplevel: str | None, description: str) -> bytes:
+    """netboot-uki.ipxe: iPXE chain-loading netboot.efi with the image's command line (see the template)."""
+    return render(
+        "netboot-uki.ipxe",
+        {"base": base_prefix(base_url), "cmdline": cmdline, "toplevel": toplevel or "the closure",
+         "description": description},
+    )
+
+
 def chain_script(*, target: str, settings: Sequence[tuple[str, str]]) -> bytes:
     """A one-boot script: set iPXE variables (e.g. cmdline), then chain-load `target`."""
     return render(

@@ -22,6 +22,7 @@ from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections,
 from builder.writers.signing import Signing, check_signing
 
 UKI_NAME = "netboot.efi"
+UKI_SCRIPT = "netboot-uki.ipxe"  # iPXE on UEFI: chain netboot.efi with its command line
 # systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it.
 STUB_IN_SYSTEMD = "lib/systemd/boot/efi/linuxx64.efi.stub"
 HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")

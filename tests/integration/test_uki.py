@@ -175,3 +175,17 @@ def test_secure_boot_refuses(image: str, uki_out: Path, signed_out: Path, other_
     assert run.returncode == 1, run.explain()
     assert "Access Denied" in run.stderr and "nothing booted" in run.stderr, run.explain()
     assert "EFI stub" not in run.console
+
+
+@pytest.mark.boot
+def test_ipxe_chain_loads_netboot_efi(uki_out: Path, system_closure: SystemClosure) -> None:
+    """iPXE on UEFI (the firmware's PXE client loads the ipxe package's snponly.efi), then
+    netboot-uki.ipxe: `chain netboot.efi <its parameters> ${cmdline}`. Without the parameters iPXE
+    would hand the stub a command line of just "netboot.efi", which the stub would use instead of
+    its own: the kernel would boot without console=ttyS0."""
+    script = (uki_out / "netboot-uki.ipxe").read_text()
+    assert f"chain netboot.efi {(uki_out / 'kernel-params').read_text().strip()} ${{cmdline}}" in script
+    run = netbuild_boot(uki_out, "--via", "http", "--uefi", "--script", "netboot-uki.ipxe", "--expect", MARKER)
+    assert run.returncode == 0, run.explain()
+    assert '"GET /netboot.efi" 200' in run.stderr and '"GET /initrd"' not in run.stderr
+    assert_guest_store(run.console, system_closure.paths, (uki_out / "registration").read_bytes())
