@@ -21,6 +21,7 @@ from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.compress import NONE, CompressionError
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import Member, open_member
+from builder.writers.uki import UKI_NAME, check_uki_in
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -139,6 +140,8 @@ def check_out(out: Path) -> OutReport:
     _check_sums(out, artifacts)
     if "bzImage" in artifacts:
         check_kernel(out / "bzImage")
+    if UKI_NAME in artifacts:  # built with --uki: the image holds this OUT's kernel, initrd, command line
+        check_uki_in(out, out / "bzImage", out / "initrd", (out / "kernel-params").read_text().strip())
     initrd = _manifest_field(doc, "initrd", dict)
     try:
         members = [Member.from_json(m) for m in initrd["members"]]

@@ -53,13 +53,15 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
     (uncompressed early microcode, then the compressed main archive), NixOS's,
     or one made by GNU cpio with any codec the kernel knows (gzip, zstd, xz,
     lzma, bzip2, lz4 legacy; lzo through the `lzop` program). INITRD may also be
-    an OUT directory.
+    an OUT directory, or a unified kernel image (netboot.efi): its sections,
+    then the initrd inside it.
 
     \b
     Examples:
       netbuild inspect out/initrd
       netbuild inspect /boot/initrd.img-$(uname -r) --members
       netbuild inspect out/ --json | jq '.entries[] | select(.size > 1000000)'
+      netbuild inspect out/netboot.efi --members
     """
     path = initrd / "initrd" if initrd.is_dir() else initrd
     listing = inspect_initrd(path)
@@ -70,6 +72,12 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
     count = len(listing.members)
+    if listing.uki is not None:
+        click.echo(f"{path}: a unified kernel image, {listing.size} bytes, {len(listing.uki)} sections")
+        click.echo(f"{'section':<10} {'offset':>12} {'size':>12} {'address':>12}")
+        for s in listing.uki:
+            click.echo(f"{s.name:<10} {s.offset:>12} {s.virtual_size:>12} {s.virtual_address:>#12x}")
+        click.echo("its .initrd (offsets within the section):")
     click.echo(f"{path}: {listing.size} bytes, {count} member{'s' if count != 1 else ''}, "
                f"{len(listing.entries)} entries" + (f", {listing.padding} bytes of NUL padding" if listing.padding
                                                     else ""))

@@ -253,8 +253,8 @@ class InitrdReader:
     the next); a member whose `codec` is None (bytes the kernel rejects) is the last. `padding`
     counts the NUL bytes skipped so far."""
 
-    def __init__(self, f: BinaryIO | bytes, *, digests: bool = False) -> None:
-        self._file = ByteRange(f)
+    def __init__(self, f: BinaryIO | bytes | ByteRange, *, digests: bool = False) -> None:
+        self._file = ByteRange(f)  # a ByteRange: an initrd inside a larger file (a UKI's .initrd section)
         self._digests = digests
         self.padding = 0
 

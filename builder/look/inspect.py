@@ -12,11 +12,13 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.errors import NetbuildError
-from builder.formats.compress import CompressionError
+from builder.formats.compress import ByteRange, CompressionError
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import InitrdReader, OpenMember
+from builder.formats.pe import PEError, Section, read_sections
 
 
 @dataclass(frozen=True)
@@ -66,26 +68,52 @@ class Listing:
     members: list[MemberInfo] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     padding: int = 0  # NUL bytes between members
+    uki: list[Section] | None = None  # a unified kernel image's sections (members are then its .initrd's)
 
     def to_json(self) -> dict[str, object]:
-        return {"file": self.path, "size": self.size, "padding": self.padding,
-                "members": [m.to_json() for m in self.members], "entries": [e.to_json() for e in self.entries]}
+        doc: dict[str, object] = {"file": self.path, "size": self.size}
+        if self.uki is not None:
+            doc["sections"] = [{"name": s.name, "offset": s.offset, "size": s.virtual_size,
+                                "virtualAddress": s.virtual_address} for s in self.uki]
+        return {**doc, "padding": self.padding, "members": [m.to_json() for m in self.members],
+                "entries": [e.to_json() for e in self.entries]}
 
 
 def inspect_initrd(path: Path) -> Listing:
+    """An initrd's members and entries; a unified kernel image's sections, then its .initrd's."""
     try:
         f = open(path, "rb")  # noqa: SIM115 (closed below; the error message needs the OSError)
     except OSError as e:
         raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
     with f:
-        initrd = InitrdReader(f)
-        listing = Listing(str(path), os.fstat(f.fileno()).st_size)
+        sections = _uki_sections(f, path)
+        source: BinaryIO | ByteRange = f
+        if sections is not None:
+            (section,) = [s for s in sections if s.name == ".initrd"]
+            source = ByteRange(f, section.offset, section.virtual_size)  # offsets below: inside .initrd
+        initrd = InitrdReader(source)
+        listing = Listing(str(path), os.fstat(f.fileno()).st_size, uki=sections)
         for found in initrd:
             listing.members.append(_read_member(found, listing, path))
         listing.padding = initrd.padding
     if not listing.members:
         raise NetbuildError(f"{path}: empty (no archive in it)")
     return listing
+
+
+def _uki_sections(f: BinaryIO, path: Path) -> list[Section] | None:
+    """The sections of a unified kernel image (a PE file with .initrd), None for anything else."""
+    head = f.read(1 << 16)
+    f.seek(0)
+    if not head.startswith(b"MZ"):
+        return None
+    try:
+        _, sections = read_sections(head, what=str(path))
+    except PEError as e:
+        raise NetbuildError(str(e)) from None
+    if not any(s.name == ".initrd" for s in sections):
+        raise NetbuildError(f"{path}: a PE image without an .initrd section, not a unified kernel image with one")
+    return sections
 
 
 def _read_member(found: OpenMember, listing: Listing, path: Path) -> MemberInfo:

@@ -119,7 +119,7 @@ def write_uki(dest: Path, *, stub: Stub, kernel: Path, initrd: Path, cmdline: st
                 with open(source, "rb") as f:
                     shutil.copyfileobj(f, out, _CHUNK)
             out.write(b"\0" * (section.raw_size - section.size))
-    check_uki(dest, placed, sources)
+    check_uki(dest, sources, placed)
     return UkiResult(sections=placed, stub=stub)
 
 
@@ -146,8 +146,10 @@ def section_digest(path: Path, offset: int, size: int) -> str:
     return h.hexdigest()
 
 
-def check_uki(path: Path, placed: Iterable[PlacedSection], sources: list[tuple[str, bytes | Path]]) -> None:
-    """Read the written image back: its headers list these sections, each holding its source's bytes."""
+def check_uki(path: Path, sources: list[tuple[str, bytes | Path]],
+              placed: Iterable[PlacedSection] | None = None) -> None:
+    """Read an image back: its headers list each named section, holding its source's bytes (and,
+    right after writing, where it was placed). `netbuild check` runs it on an OUT too."""
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     try:
@@ -155,11 +157,24 @@ def check_uki(path: Path, placed: Iterable[PlacedSection], sources: list[tuple[s
     except PEError as e:
         raise NetbuildError(f"self-check: {e}") from None
     by_name = {s.name: s for s in sections}
-    for section, (name, source) in zip(placed, sources, strict=True):
+    expected = {p.name: p for p in placed} if placed is not None else {}
+    for name, source in sources:
         found = by_name.get(name)
-        if found is None or (found.offset, found.virtual_address) != (section.offset, section.virtual_address):
+        if found is None:
+            raise NetbuildError(f"self-check: {path.name}: no {name} section")
+        where = expected.get(name)
+        if where is not None and (found.offset, found.virtual_address) != (where.offset, where.virtual_address):
             raise NetbuildError(f"self-check: {path.name}: section {name} is not where it was written")
-        if section_digest(path, section.offset, section.size) != _digest(source):
-            raise NetbuildError(f"self-check: {path.name}: section {name} differs from its source")
-    if os.stat(path).st_size != max(s.offset + s.raw_size for s in placed):
+        if section_digest(path, found.offset, _size(source)) != _digest(source):
+            raise NetbuildError(f"self-check: {path.name}: section {name} differs from {_what(source)}")
+    if placed is not None and os.stat(path).st_size != max(s.offset + s.raw_size for s in placed):
         raise NetbuildError(f"self-check: {path.name}: bytes after the last section")
+
+
+def _what(source: bytes | Path) -> str:
+    return source.name if isinstance(source, Path) else "what was built"
+
+
+def check_uki_in(out: Path, kernel: Path, initrd: Path, cmdline: str) -> None:
+    """An OUT's netboot.efi holds OUT's kernel, initrd and command line (netbuild check)."""
+    check_uki(out / UKI_NAME, [(".cmdline", cmdline.encode()), (".initrd", initrd), (".linux", kernel)])

@@ -9,6 +9,7 @@ signed with another key and one whose initrd was changed after signing are refus
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -189,3 +190,31 @@ def test_ipxe_chain_loads_netboot_efi(uki_out: Path, system_closure: SystemClosu
     assert run.returncode == 0, run.explain()
     assert '"GET /netboot.efi" 200' in run.stderr and '"GET /initrd"' not in run.stderr
     assert_guest_store(run.console, system_closure.paths, (uki_out / "registration").read_bytes())
+
+
+def test_inspect_and_check_understand_the_image(uki_out: Path, run_netbuild: RunNetbuild, tmp_path: Path) -> None:
+    uki = json.loads(run_netbuild("inspect", str(uki_out / "netboot.efi"), "--json").stdout)
+    plain = json.loads(run_netbuild("inspect", str(uki_out / "initrd"), "--json").stdout)
+    assert [(s["name"], s["offset"]) for s in uki["sections"]] == [
+        (name, offset) for name, (_, offset) in sections(uki_out / "netboot.efi").items()]  # objdump's table
+    assert uki["members"] == plain["members"] and uki["entries"] == plain["entries"]  # the initrd inside it
+    assert run_netbuild("check", str(uki_out)).returncode == 0
+    # An image whose initrd is not OUT's, with manifest.json and SHA256SUMS made to agree: still refused.
+    out = tmp_path / "out"
+    shutil.copytree(uki_out, out)
+    data = bytearray((out / "netboot.efi").read_bytes())
+    size, offset = sections(out / "netboot.efi")[".initrd"]
+    data[offset + size - 1] ^= 0x01
+    (out / "netboot.efi").write_bytes(bytes(data))
+    digest = hashlib.sha256(bytes(data)).hexdigest()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"]["netboot.efi"]["sha256"] = digest
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    sums = [line if not line.endswith("  netboot.efi") else f"{digest}  netboot.efi"
+            for line in (out / "SHA256SUMS").read_text().splitlines()]
+    manifest_digest = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    sums = [line if not line.endswith("  manifest.json") else f"{manifest_digest}  manifest.json" for line in sums]
+    (out / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    proc = run_netbuild("check", str(out), check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == "error: self-check: netboot.efi: section .initrd differs from initrd\n"
