@@ -28,7 +28,7 @@ APT_PACKAGES := qemu-system-x86 ipxe-qemu ipxe ovmf linux-image-cloud-amd64 busy
 	lz4 lzop bzip2 patchelf binutils chromium kmod file python3 python3-venv \
 	systemd-boot-efi osslsigncode sbsigntool openssl
 
-.PHONY: install system venv test test-other-release lint demo bench clean
+.PHONY: install system venv test test-other-release check lint demo bench clean
 
 install: system venv
 
@@ -54,6 +54,10 @@ lint: venv
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The fast lane: every test that needs neither QEMU nor Nix (well under a minute).
+check: install lint
+	$(BIN)/pytest -q -m "not boot and not nix and not qemu"
 
 # The demo and the suite again on the other Debian release (12 <-> 13), in a debootstrap root kept
 # under .tmp/: tests/other-release.sh says how. Root only; CI runs it after `make test`.

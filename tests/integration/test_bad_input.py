@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.nix
+
 FAKE = "/nix/store/" + "0" * 32 + "-not-on-disk"
 
 

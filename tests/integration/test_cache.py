@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.nix
+
 SEGMENTS = re.compile(rb"; (\d+) of (\d+) segments from the cache")
 
 

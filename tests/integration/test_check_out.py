@@ -14,6 +14,8 @@ from builder.checks.selfcheck import check_initrd
 from builder.errors import NetbuildError
 from builder.writers.members import Member
 
+pytestmark = pytest.mark.nix
+
 
 @pytest.fixture
 def out(built_out: Path, tmp_path: Path) -> Path:

@@ -14,6 +14,8 @@ from conftest import SystemClosure
 from support.broken import build_kinds
 from support.qemu import kernel_release
 
+pytestmark = pytest.mark.nix
+
 
 @pytest.fixture(scope="module")
 def other_out(kernel_image: Path, run_netbuild, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]

@@ -145,6 +145,7 @@ def test_debians_own_initrd(run_netbuild, tmp_path: Path) -> None:  # type: igno
     assert bsdtar_names(initrds[-1]) == [e["name"] for e in doc["entries"] if e["member"] == 0]
 
 
+@pytest.mark.nix
 def test_netbuilds_own_initrd_and_human_listing(built_out: Path, run_netbuild, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     doc = inspected(run_netbuild, built_out / "initrd")
     manifest = json.loads((built_out / "manifest.json").read_text())

@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 
 import libarchive
+import pytest
 
 from builder.formats.nar import hash_path
 from builder.formats.nixhash import parse_sha256
+
+pytestmark = pytest.mark.nix
 
 EXPECTED_FILES = {
     "bzImage",

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import SystemClosure
+
+pytestmark = pytest.mark.nix
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.nix
+
 
 def _run_with_tty_stderr(args: list[str]) -> tuple[int, bytes, bytes]:
     """Run netbuild with stderr on a pseudo-terminal (as in an interactive shell), stdout on a pipe."""

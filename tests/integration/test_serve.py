@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 from support.netboot import ServeProcess, netbuild_serve
 
+pytestmark = pytest.mark.nix
+
 
 @pytest.fixture(scope="module")
 def served_out(built_out: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -90,6 +90,7 @@ def _value(command: list[str], option: str) -> str:
     return command[command.index(option) + 1]
 
 
+@pytest.mark.qemu
 def test_direct_command(out_dir: Path) -> None:
     with prepared_launch(out_dir, BootOptions(accel="tcg", append="x=1", memory_mib=700, cpus=2)) as launch:
         cmd = launch.command
@@ -99,6 +100,7 @@ def test_direct_command(out_dir: Path) -> None:
         assert "-no-reboot" in cmd and "bootindex=1" not in _value(cmd, "-device")
 
 
+@pytest.mark.qemu
 def test_tftp_command_serves_out_or_a_chain_script(out_dir: Path) -> None:
     with prepared_launch(out_dir, BootOptions(via="tftp", accel="tcg")) as launch:
         assert _value(launch.command, "-netdev") == f"user,id=net0,tftp={out_dir},bootfile=netboot.ipxe"
@@ -118,6 +120,7 @@ def _devices(command: list[str]) -> list[str]:
     return [command[i + 1] for i, a in enumerate(command) if a == "-device"]
 
 
+@pytest.mark.qemu
 def test_http_and_uefi_command(out_dir: Path, tmp_path: Path) -> None:
     ipxe_efi = tmp_path / "snponly.efi"
     ipxe_efi.write_bytes(b"MZ an iPXE for UEFI")
@@ -142,6 +145,7 @@ def test_http_and_uefi_command(out_dir: Path, tmp_path: Path) -> None:
             assert response.read() == b"#!ipxe\n"
 
 
+@pytest.mark.qemu
 def test_uefi_tftp_command_gives_the_firmware_ipxe_and_ipxe_the_script(out_dir: Path, tmp_path: Path) -> None:
     ipxe_efi = tmp_path / "snponly.efi"
     ipxe_efi.write_bytes(b"MZ an iPXE for UEFI")
@@ -173,6 +177,7 @@ def test_boot_memory_follows_kernel_initrd_and_twice_the_rootfs() -> None:
     assert pages(0) == 0 and pages(1) == 4096 and pages(4096) == 4096 and pages(4097) == 8192
 
 
+@pytest.mark.qemu
 def test_accelerator_probe_runs_under_tcg() -> None:
     assert accelerator_runs("qemu-system-x86_64", "tcg") == (True, "")
     works, why = accelerator_runs("qemu-system-x86_64", "no-such-accel")

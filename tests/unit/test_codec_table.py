@@ -84,6 +84,7 @@ def test_lz4_legacy_member_sized_from_its_framing_wherever_it_starts() -> None:
     assert CODECS["lz4"].member_size(ByteRange(data, 1024).read_at, len(data) - 1024) == len(member)  # type: ignore[attr-defined]
 
 
+@pytest.mark.kernel
 def test_rd_options_are_the_kernels() -> None:
     """Every codec but none names the option Debian's kernel configuration sets for it."""
     config = find_kernel().parent / f"config-{kernel_release(find_kernel())}"

@@ -19,6 +19,8 @@ from support.qemu import find_kernel, kernel_release
 
 from builder.formats.kconfig import config_beside, embedded_config, parse_config, payload, read_config_file
 
+pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
+
 KERNEL = find_kernel()
 CONFIG = KERNEL.parent / f"config-{kernel_release(KERNEL)}"
 # The real tool that unpacks a kernel payload of each compression (CONFIG_KERNEL_<NAME>).

@@ -18,6 +18,8 @@ from builder.formats.kmod import (
     read_module,
 )
 
+pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
+
 MODULES = ["loop", "squashfs", "overlay", "libata", "ata_generic", "lrw", "vfio", "btrfs", "xt_LOG"]
 
 

@@ -91,6 +91,7 @@ def test_walk_order_is_nar_byte_order(tree: Path) -> None:
     assert "a/b/c" not in {node.relpath for node in walk(tree / "dir-link")}  # symlinks are not followed
 
 
+@pytest.mark.nix
 @pytest.mark.parametrize("chunk_size", [1 << 20, 4096, 7])
 def test_dump_is_byte_identical_to_nix_store(tree: Path, chunk_size: int) -> None:
     if chunk_size == 7:
@@ -98,6 +99,7 @@ def test_dump_is_byte_identical_to_nix_store(tree: Path, chunk_size: int) -> Non
     assert b"".join(dump(tree, chunk_size)) == nix_store_dump(tree)
 
 
+@pytest.mark.nix
 def test_hash_matches_nix_hash_path(tree: Path) -> None:
     digest, size = hash_path(tree)
     expected = nix_store_dump(tree)
@@ -105,6 +107,7 @@ def test_hash_matches_nix_hash_path(tree: Path) -> None:
     assert (digest, size) == (hashlib.sha256(expected).digest(), len(expected))
 
 
+@pytest.mark.nix
 def test_root_that_is_a_file(tmp_path: Path) -> None:
     for name, mode in (("plain", 0o644), ("script", 0o755)):
         path = tmp_path / name
@@ -115,6 +118,7 @@ def test_root_that_is_a_file(tmp_path: Path) -> None:
         assert format_sri(hash_path(path)[0]) == nix_hash_path(path)
 
 
+@pytest.mark.nix
 def test_root_that_is_a_symlink(tmp_path: Path) -> None:
     (tmp_path / "target-dir").mkdir()
     link = tmp_path / "link"
@@ -125,6 +129,7 @@ def test_root_that_is_a_symlink(tmp_path: Path) -> None:
     assert format_sri(hash_path(link)[0]) == nix_hash_path(link)
 
 
+@pytest.mark.nix
 def test_empty_directory_root(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert b"".join(dump(tmp_path / "empty")) == nix_store_dump(tmp_path / "empty")

@@ -42,12 +42,14 @@ def nix_hash(command: str, *hex_digests: str) -> list[str]:
     return result.stdout.split()
 
 
+@pytest.mark.nix
 def test_nix32_matches_nix_to_base32() -> None:
     expected = nix_hash("to-base32", *(digest.hex() for digest in DIGESTS))
     assert [nix32_encode(digest) for digest in DIGESTS] == expected
     assert [format_nix32(digest) for digest in DIGESTS] == [f"sha256:{text}" for text in expected]
 
 
+@pytest.mark.nix
 def test_sri_matches_nix_to_sri() -> None:
     expected = nix_hash("to-sri", *(digest.hex() for digest in DIGESTS))
     assert [format_sri(digest) for digest in DIGESTS] == expected

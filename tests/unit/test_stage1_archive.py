@@ -21,6 +21,8 @@ from builder.stage1.archive import init_script, write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file, why_unusable
 from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
 
+pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
+
 BUSYBOX = Path("/bin/busybox")
 DYNAMIC = Path("/bin/ls")
 

@@ -16,6 +16,8 @@ from builder.closure import StoreFS
 from builder.errors import NetbuildError
 from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
 
+pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
+
 HOST = StoreFS(Path("/"))
 # ata_generic -> libata -> scsi_mod -> scsi_common: a chain of hard dependencies. Plain paths: the
 # host's files may be compressed (Debian 13 ships .ko.xz).
