@@ -78,6 +78,9 @@ mount_in_root() {  # TYPE SOURCE TARGET [OPTIONS]
     if [ "$1" = bind ]; then mount --bind "$2" "$3"; else mount -t "$1" ${4:+-o "$4"} "$2" "$3"; fi
     mounted+=("$3")
 }
+# The root itself first, bound onto itself: inside the chroot / is then a mount point, as on a real
+# machine (`unshare --propagation private`, which the tests use, needs one).
+mount_in_root bind "$root" "$root"
 mount_in_root bind /dev "$root/dev"
 mount_in_root devpts devpts "$root/dev/pts" newinstance,ptmxmode=0666
 mount_in_root tmpfs shm "$root/dev/shm" mode=1777
