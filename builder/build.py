@@ -17,18 +17,33 @@ from builder.checks.written import DamagedMembers, WrittenCheck
 from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import layout_module
+from builder.outcontract import (
+    BZIMAGE,
+    INITRD,
+    KERNEL_PARAMS,
+    MANIFEST,
+    NETBOOT_EFI,
+    REGISTRATION,
+    RUN_QEMU,
+    SHA256SUMS,
+    STORE_PATHS,
+    TOTAL_NAR_SIZE,
+    file_digest,
+    manifest,
+    mode_of,
+    sections,
+    sha256sums,
+)
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import Recipe
 from builder.run.memory import BootMemory
-from builder.writers import manifest, menu, params, runqemu
+from builder.writers import menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.initrd import Progress
 from builder.writers.members import InitrdResult
 from builder.writers.signing import sign
-from builder.writers.uki import UKI_NAME, UkiResult, os_release, write_uki
-
-ARTIFACT_MODE = 0o644
+from builder.writers.uki import UkiResult, os_release, write_uki
 
 
 def netbuild_version() -> str:
@@ -122,7 +137,7 @@ def _write_initrd(
                     damaged = e
         if not initrd.checked:
             check_initrd(path, initrd.members)
-            return initrd, manifest.file_digest(path)
+            return initrd, file_digest(path)
         keys = {m.cache_key for m in damaged.members}
         if attempt == 2 or None in keys or plan.options.cache_dir is None:
             raise damaged
@@ -136,14 +151,14 @@ def _write_initrd(
 def _write_uki(plan: BootPlan, staging: Path, log: Callable[[str], None]) -> UkiResult:
     """netboot.efi from the bzImage and initrd just written (and checked), signed if asked."""
     assert plan.uki is not None
-    log(f"writing {UKI_NAME} (systemd-stub from {plan.uki.stub.origin})")
-    result = write_uki(staging / UKI_NAME, stub=plan.uki.stub, kernel=staging / "bzImage",
-                       initrd=staging / "initrd", cmdline=plan.cmdline,
+    log(f"writing {NETBOOT_EFI} (systemd-stub from {plan.uki.stub.origin})")
+    result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=staging / BZIMAGE,
+                       initrd=staging / INITRD, cmdline=plan.cmdline,
                        osrel=os_release(plan.toplevel, plan.menu.title if plan.menu else _label(plan)),
                        uname=plan.kernel.header.release)
     if plan.uki.signing is not None:
-        log(f"signing {UKI_NAME} ({plan.uki.signing.subject})")
-        sign(staging / UKI_NAME, plan.uki.signing)
+        log(f"signing {NETBOOT_EFI} ({plan.uki.signing.subject})")
+        sign(staging / NETBOOT_EFI, plan.uki.signing)
     return result
 
 
@@ -161,17 +176,17 @@ def _write_all(
     warnings: list[str],
     warn: Callable[[str], None],
 ) -> tuple[InitrdResult, dict[str, tuple[int, str]], BootMemory]:
-    initrd, initrd_digest = _write_initrd(plan, layout, prepared, staging / "initrd", progress, log)
-    for warning in check_initrd_size(plan, (staging / "initrd").stat().st_size):
+    initrd, initrd_digest = _write_initrd(plan, layout, prepared, staging / INITRD, progress, log)
+    for warning in check_initrd_size(plan, (staging / INITRD).stat().st_size):
         warnings.append(warning)
         warn(warning)
-    shutil.copyfile(plan.kernel.file, staging / "bzImage")
+    shutil.copyfile(plan.kernel.file, staging / BZIMAGE)
     memory = BootMemory(plan.kernel.header.init_size, initrd_digest[0], layout.rootfs_bytes(plan, initrd))
     files = {
-        "registration": initrd.registration,  # the bytes the initrd holds, made once
-        "store-paths": reg.store_paths(initrd.verified),
-        "total-nar-size": reg.total_nar_size(initrd.verified),
-        "kernel-params": params.kernel_params(plan.cmdline),
+        REGISTRATION: initrd.registration,  # the bytes the initrd holds, made once
+        STORE_PATHS: reg.store_paths(initrd.verified),
+        TOTAL_NAR_SIZE: reg.total_nar_size(initrd.verified),
+        KERNEL_PARAMS: params.kernel_params(plan.cmdline),
         **menu.netboot_scripts(
             cmdline=plan.cmdline,
             base_url=plan.base_url,
@@ -179,7 +194,7 @@ def _write_all(
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             menu=plan.menu,
         ),
-        runqemu.NAME: runqemu.run_qemu_script(
+        RUN_QEMU: runqemu.run_qemu_script(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             boot_mib=memory.boot_mib,
@@ -189,23 +204,22 @@ def _write_all(
         (staging / name).write_bytes(data)
 
     log("checking what was written")
-    check_kernel(staging / "bzImage")
+    check_kernel(staging / BZIMAGE)
     uki = _write_uki(plan, staging, log) if plan.uki is not None else None
-    artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", *files]}
-    artifacts["initrd"] = initrd_digest
+    artifacts = {name: file_digest(staging / name) for name in [BZIMAGE, *files]}
+    artifacts[INITRD] = initrd_digest
     if uki is not None:
-        artifacts[UKI_NAME] = manifest.file_digest(staging / UKI_NAME)
-    manifest_bytes = manifest.manifest(
+        artifacts[NETBOOT_EFI] = file_digest(staging / NETBOOT_EFI)
+    manifest_bytes = manifest(
         version=netbuild_version(),
-        sections=manifest.sections(plan, initrd, memory, uki, kernel_sha256=artifacts["bzImage"][1]),
+        sections=sections(plan, initrd, memory, uki, kernel_sha256=artifacts[BZIMAGE][1]),
         closure=initrd.verified,
         artifacts=artifacts,
         warnings=warnings,
     )
-    (staging / manifest.MANIFEST_NAME).write_bytes(manifest_bytes)
-    artifacts[manifest.MANIFEST_NAME] = manifest.file_digest(staging / manifest.MANIFEST_NAME)
-    (staging / manifest.SUMS_NAME).write_bytes(manifest.sha256sums(artifacts))
+    (staging / MANIFEST).write_bytes(manifest_bytes)
+    artifacts[MANIFEST] = file_digest(staging / MANIFEST)
+    (staging / SHA256SUMS).write_bytes(sha256sums(artifacts))
     for path in staging.iterdir():
-        # Independent of the umask: OUT is served to other machines. run-qemu alone is a program.
-        path.chmod(runqemu.MODE if path.name == runqemu.NAME else ARTIFACT_MODE)
+        path.chmod(mode_of(path.name))  # independent of the umask: outcontract.MODES
     return initrd, artifacts, memory

@@ -22,11 +22,12 @@ from builder.closure import STORE_DIR, Closure, StoreFS
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
+from builder.outcontract import INITRD
 from builder.recipe import Recipe
 from builder.writers.menu import ENTRY_NAME, MAIN_ENTRY
 from builder.writers.uki import UkiChoice, plan_uki
 
-IPXE_INITRD_PARAM = "initrd=initrd"
+IPXE_INITRD_PARAM = f"initrd={INITRD}"  # what iPXE adds to the command line: the initrd's name (UEFI needs it)
 DEFAULT_MENU_TIMEOUT_S = 5
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]+")
 

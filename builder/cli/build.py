@@ -13,6 +13,7 @@ from builder.cache import default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
+from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
 from builder.progress import ProgressLine, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
@@ -200,15 +201,15 @@ def _summary(result: BuildResult, paths: int) -> None:
     reused = ""
     if initrd.reused is not None:
         reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
-    click.echo(f"{out}/: {paths} store paths, initrd {human_bytes(artifacts['initrd'][0])} ({result.plan.compression}, "
-               f"{human_bytes(initrd.plain_size)} unpacked{reused}), bzImage {human_bytes(artifacts['bzImage'][0])}")
+    click.echo(f"{out}/: {paths} store paths, {INITRD} {human_bytes(artifacts[INITRD][0])} ({result.plan.compression}, "
+               f"{human_bytes(initrd.plain_size)} unpacked{reused}), {BZIMAGE} {human_bytes(artifacts[BZIMAGE][0])}")
     menu = result.plan.menu
     if menu is not None:
-        click.echo(f"netboot.ipxe: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
+        click.echo(f"{NETBOOT_IPXE}: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
                    f"after {menu.timeout_s} s unless the iPXE variable netbuild-specialisation names another")
     click.echo(f"memory: boots with {result.memory.boot_mib} MiB of RAM or more "
                f"({human_bytes(result.memory.rootfs_bytes)} unpacked into a tmpfs, which may fill half of it)")
-    click.echo(f"try it: {out}/run-qemu   (or: netbuild boot {out} --via http)")
+    click.echo(f"try it: {out}/{RUN_QEMU}   (or: netbuild boot {out} --via http)")
 
 
 @click.command("recipes")

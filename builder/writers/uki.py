@@ -21,7 +21,6 @@ from builder.errors import NetbuildError
 from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections, read_sections, size_of_image
 from builder.writers.signing import Signing, check_signing
 
-UKI_NAME = "netboot.efi"
 # systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it.
 STUB_IN_SYSTEMD = "lib/systemd/boot/efi/linuxx64.efi.stub"
 HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
