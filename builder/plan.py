@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
-from builder.closure import STORE_DIR, Closure, StoreFS
+from builder.closure import STORE_DIR, Closure, StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
@@ -182,12 +182,6 @@ def _find_toplevel(closure: Closure, store: StoreFS, options: Options) -> str | 
     return None
 
 
-def _owner(path: str) -> str:
-    """The top-level store path a path inside the store belongs to."""
-    rest = path[len(STORE_DIR) + 1:]
-    return f"{STORE_DIR}/{rest.split('/', 1)[0]}"
-
-
 def _in_closure(closure: Closure, store: StoreFS, path: str, what: str, *, named: bool = False) -> str:
     """Resolve a path that must live in the closure — and so must whatever its symlinks lead to.
     `named`: a path that does not resolve is reported as `what`'s too (a boot.json field's)."""
@@ -204,11 +198,11 @@ def _in_closure(closure: Closure, store: StoreFS, path: str, what: str, *, named
 
 def _check_in_closure(closure: Closure, path: str, candidate: str, what: str) -> None:
     via = "" if candidate == path else f" (it leads to {candidate})"
-    if not candidate.startswith(STORE_DIR + "/"):
+    top = owner(candidate)
+    if top is None:
         raise NetbuildError(f"{what} {path} is not inside {STORE_DIR}{via}")
-    owner = _owner(candidate)
-    if owner not in closure:
-        raise NetbuildError(f"{what} {path} belongs to {owner}, which is not in the closure{via}")
+    if top not in closure:
+        raise NetbuildError(f"{what} {path} belongs to {top}, which is not in the closure{via}")
 
 
 def _read_bootspec(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Bootspec | None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.closure import STORE_DIR, StoreFS
+from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, open_compressor
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
@@ -92,8 +92,7 @@ def prepare(plan: BootPlan) -> Prepared:
 def _in_closure(plan: BootPlan, path: str, what: str) -> str:
     """Follow path's symlinks under the store root; the result must belong to the closure."""
     resolved = plan.store.resolve(path)
-    owner = "/".join(resolved.split("/")[:4])
-    if not resolved.startswith(STORE_DIR + "/") or owner not in plan.closure:
+    if owner(resolved) not in plan.closure:
         raise NetbuildError(f"{what} {path} leads to {resolved}, which is not in the closure")
     return resolved
 

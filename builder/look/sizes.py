@@ -7,12 +7,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.closure import STORE_DIR
+from builder.closure import STORE_DIR, owner
 from builder.errors import NetbuildError
 from builder.look.inspect import Listing, inspect_initrd
 from builder.outcontract import INITRD, MANIFEST, ManifestError, read_manifest
 
-_PREFIX = STORE_DIR.lstrip("/") + "/"
 OTHER = "(outside the store)"  # the skeleton, a stage 1, the registration: everything not in a store path
 
 
@@ -56,14 +55,11 @@ def sizes_of_listing(listing: Listing) -> list[StorePathSize]:
     sizes: dict[str, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for entry in listing.entries:
-        owner = OTHER
-        if entry.name.startswith(_PREFIX):
-            base = entry.name[len(_PREFIX) :].split("/", 1)[0]
-            if base != "nix-path-registration":
-                owner = f"{STORE_DIR}/{base}"
+        top = owner("/" + entry.name)  # an archive's names have no leading '/'
+        holder = top if top is not None and top != f"{STORE_DIR}/nix-path-registration" else OTHER
         data = entry.size if stat.S_ISREG(entry.mode) or stat.S_ISLNK(entry.mode) else 0
-        sizes[owner] += data
-        counts[owner] += 1
+        sizes[holder] += data
+        counts[holder] += 1
     return sorted((StorePathSize(p, sizes[p], counts[p]) for p in sizes), key=lambda s: (-s.size, s.path))
 
 
