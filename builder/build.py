@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-from builder.cache import SegmentCache
 from builder.checks.preflight import ClosureImage, check_cmdline, check_init, check_initrd_size, preflight
-from builder.checks.selfcheck import check_initrd, check_kernel
-from builder.checks.written import DamagedMembers, WrittenCheck
+from builder.checks.selfcheck import check_kernel
 from builder.closure import Closure
 from builder.errors import NetbuildError
-from builder.layouts import layout_module
+from builder.layouts import Layout, layout_for
 from builder.outcontract import (
     BZIMAGE,
     INITRD,
@@ -28,6 +25,7 @@ from builder.outcontract import (
     SHA256SUMS,
     STORE_PATHS,
     TOTAL_NAR_SIZE,
+    Digest,
     file_digest,
     manifest,
     mode_of,
@@ -36,11 +34,11 @@ from builder.outcontract import (
 )
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
+from builder.progress import QUIET, Reporter
 from builder.recipe import Recipe
 from builder.run.memory import BootMemory
 from builder.writers import menu, params, runqemu
 from builder.writers import registration as reg
-from builder.writers.initrd import Progress
 from builder.writers.members import InitrdResult
 from builder.writers.signing import sign
 from builder.writers.uki import UkiResult, os_release, write_uki
@@ -58,7 +56,7 @@ class BuildResult:
     out: Path
     plan: BootPlan
     initrd: InitrdResult
-    artifacts: dict[str, tuple[int, str]]
+    artifacts: dict[str, Digest]
     warnings: list[str]
     memory: BootMemory
 
@@ -69,9 +67,7 @@ def build(
     options: Options,
     out: Path,
     *,
-    progress: Progress | None = None,
-    log: Callable[[str], None] = lambda _: None,
-    warn: Callable[[str], None] = lambda _: None,
+    report: Reporter = QUIET,
     run_preflight: bool = True,
 ) -> BuildResult:
     """Build OUT from the closure. `run_preflight=False` exists for the tests that prove each
@@ -80,12 +76,12 @@ def build(
     plan = make_plan(closure, recipe, options)
     warnings = _preflight(plan) if run_preflight else []
     for warning in warnings:
-        warn(warning)
-    layout = layout_module(plan.recipe.layout)
+        report.warn(warning)
+    layout = layout_for(plan.recipe.layout)
     prepared = layout.prepare(plan)
     staging = make_staging(out)
     try:
-        result = _write_all(plan, layout, prepared, staging, progress, log, warnings, warn)
+        result = _write_all(plan, layout, prepared, staging, report, warnings)
         publish(staging, out)
     except OSError as e:  # reading the store is reported by the writers; this is the output side
         discard(staging)
@@ -111,53 +107,16 @@ def _preflight(plan: BootPlan) -> list[str]:
     return warnings
 
 
-def _write_initrd(
-    plan: BootPlan,
-    layout: ModuleType,
-    prepared: object,
-    path: Path,
-    progress: Progress | None,
-    log: Callable[[str], None],
-) -> tuple[InitrdResult, tuple[int, str]]:
-    """Write the initrd and check it: its (size, sha256). Members copied from the cache are checked
-    here, where they land; if any differ from what the cache recorded, those entries are dropped
-    and the initrd written once more (packing those groups afresh), so a damaged entry is never
-    shipped and costs one rewrite."""
-    for attempt in (1, 2):
-        with open(path, "wb") as f, WrittenCheck(path) as check:
-            # The check reads each member as soon as the writer has put it in the file.
-            initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log,
-                                                written=check.written)
-            f.flush()
-            log("checking the initrd")
-            if initrd.checked:
-                try:
-                    return initrd, check.finish(initrd.members)
-                except DamagedMembers as e:
-                    damaged = e
-        if not initrd.checked:
-            check_initrd(path, initrd.members)
-            return initrd, file_digest(path)
-        keys = {m.cache_key for m in damaged.members}
-        if attempt == 2 or None in keys or plan.options.cache_dir is None:
-            raise damaged
-        cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
-        for key in sorted(k for k in keys if k is not None):
-            cache.drop(key)
-        log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
-    raise AssertionError("unreachable")
-
-
-def _write_uki(plan: BootPlan, staging: Path, log: Callable[[str], None]) -> UkiResult:
+def _write_uki(plan: BootPlan, staging: Path, report: Reporter) -> UkiResult:
     """netboot.efi from the bzImage and initrd just written (and checked), signed if asked."""
     assert plan.uki is not None
-    log(f"writing {NETBOOT_EFI} (systemd-stub from {plan.uki.stub.origin})")
+    report.log(f"writing {NETBOOT_EFI} (systemd-stub from {plan.uki.stub.origin})")
     result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=staging / BZIMAGE,
                        initrd=staging / INITRD, cmdline=plan.cmdline,
                        osrel=os_release(plan.toplevel, plan.menu.title if plan.menu else _label(plan)),
                        uname=plan.kernel.header.release)
     if plan.uki.signing is not None:
-        log(f"signing {NETBOOT_EFI} ({plan.uki.signing.subject})")
+        report.log(f"signing {NETBOOT_EFI} ({plan.uki.signing.subject})")
         sign(staging / NETBOOT_EFI, plan.uki.signing)
     return result
 
@@ -167,19 +126,12 @@ def _label(plan: BootPlan) -> str:
 
 
 def _write_all(
-    plan: BootPlan,
-    layout: ModuleType,
-    prepared: object,
-    staging: Path,
-    progress: Progress | None,
-    log: Callable[[str], None],
-    warnings: list[str],
-    warn: Callable[[str], None],
-) -> tuple[InitrdResult, dict[str, tuple[int, str]], BootMemory]:
-    initrd, initrd_digest = _write_initrd(plan, layout, prepared, staging / INITRD, progress, log)
+    plan: BootPlan, layout: Layout[Any], prepared: object, staging: Path, report: Reporter, warnings: list[str]
+) -> tuple[InitrdResult, dict[str, Digest], BootMemory]:
+    initrd, initrd_digest = layout.write_checked(staging / INITRD, plan, prepared, report)
     for warning in check_initrd_size(plan, (staging / INITRD).stat().st_size):
         warnings.append(warning)
-        warn(warning)
+        report.warn(warning)
     shutil.copyfile(plan.kernel.file, staging / BZIMAGE)
     memory = BootMemory(plan.kernel.header.init_size, initrd_digest[0], layout.rootfs_bytes(plan, initrd))
     files = {
@@ -203,9 +155,9 @@ def _write_all(
     for name, data in files.items():
         (staging / name).write_bytes(data)
 
-    log("checking what was written")
+    report.log("checking what was written")
     check_kernel(staging / BZIMAGE)
-    uki = _write_uki(plan, staging, log) if plan.uki is not None else None
+    uki = _write_uki(plan, staging, report) if plan.uki is not None else None
     artifacts = {name: file_digest(staging / name) for name in [BZIMAGE, *files]}
     artifacts[INITRD] = initrd_digest
     if uki is not None:

@@ -15,7 +15,7 @@ from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
 from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
-from builder.progress import ProgressLine, human_bytes
+from builder.progress import ProgressLine, Reporter, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -173,10 +173,13 @@ def build_command(
     progress.enabled = progress.enabled and not quiet
     # Stage messages are for a person watching: on a pipe or in CI stderr carries only errors.
     chatty = not quiet and sys.stderr.isatty()
-    log = (lambda msg: click.echo(msg, err=True)) if chatty else (lambda _msg: None)
-    warn = (lambda msg: click.echo(f"warning: {msg}", err=True)) if not quiet else (lambda _msg: None)
+    report = Reporter(
+        log=(lambda msg: click.echo(msg, err=True)) if chatty else (lambda _msg: None),
+        warn=(lambda msg: click.echo(f"warning: {msg}", err=True)) if not quiet else (lambda _msg: None),
+        progress=progress,
+    )
     try:
-        result = build(closure_obj, recipe_obj, options, out, progress=progress, log=log, warn=warn)
+        result = build(closure_obj, recipe_obj, options, out, report=report)
     finally:
         progress.close()
     if not quiet:

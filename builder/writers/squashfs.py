@@ -33,6 +33,7 @@ from typing import IO
 from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
 from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
+from builder.progress import QUIET, Reporter
 from builder.writers.registration import registration
 
 MKSQUASHFS = "mksquashfs"
@@ -47,8 +48,6 @@ _BLOCK = tarfile.BLOCKSIZE
 SQUASHFS_LEVELS: dict[str, range | None] = {"zstd": range(1, 23), "gzip": range(1, 10), "xz": None, "lz4": None,
                                             "lzo": None}
 _CHOICES = "zstd[:1-22], gzip[:1-9], xz, lz4 or lzo"
-
-Progress = Callable[[int, int], None]  # (store paths done, bytes read)
 
 
 class SquashfsSpecError(ValueError):
@@ -188,7 +187,7 @@ def write_image(
     store: StoreFS,
     compression: SquashfsCompression,
     jobs: int,
-    progress: Progress | None = None,
+    report: Reporter = QUIET,
 ) -> SquashfsImage:
     """Make the squashfs image of the closure at `image` (created or replaced)."""
     started = time.monotonic()
@@ -215,8 +214,7 @@ def write_image(
             tar = _TarStream(proc.stdin)
             for index, sp in enumerate(closure, start=1):
                 verified.append(_stream_store_path(tar, sp, store, count))
-                if progress is not None:
-                    progress(index, done_bytes)
+                report.progress(index, done_bytes)
             reg = registration(verified)
             tar.file(REGISTRATION_NAME, reg)
             tar.close()
