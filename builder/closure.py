@@ -21,6 +21,9 @@ from builder.errors import NetbuildError
 from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
 
 STORE_DIR = "/nix/store"
+# The registration `nix-store --load-db` loads at boot: a file in the store directory, not a store path.
+REGISTRATION_FILE = "nix-path-registration"  # its name: the squashfs image, mounted as the store, holds it at its root
+REGISTRATION_PATH = f"{STORE_DIR}/{REGISTRATION_FILE}"  # where the booted system finds it (the initramfs's entry)
 # A store path's base name: 32 nix32 characters (no e, o, u, t), '-', then the name.
 _BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+")
 # Nix refuses a longer name, so no store path is longer than 11 + 33 + 211 = 255 characters.

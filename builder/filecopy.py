@@ -14,7 +14,8 @@ import io
 import os
 from typing import BinaryIO
 
-_CHUNK = 1 << 20
+from builder.formats import CHUNK
+
 _FALLBACK_ERRORS = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 
@@ -48,7 +49,7 @@ def copy_range(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int
 
 def _copy_by_reading(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int:
     src.seek(src_offset)
-    buffer = bytearray(min(_CHUNK, max(size, 1)))
+    buffer = bytearray(min(CHUNK, max(size, 1)))
     view = memoryview(buffer)
     copied = 0
     while copied < size:

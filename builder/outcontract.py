@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 from builder.formats.initrd import Member
 
 if TYPE_CHECKING:  # what the manifest is written from; none of it is needed to read one
@@ -93,7 +94,7 @@ def file_digest(path: Path) -> Digest:
     h = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
     return size, h.hexdigest()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
+from builder.cache import DEFAULT_MAX_BYTES
 from builder.closure import STORE_DIR, Closure, StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
@@ -49,7 +50,7 @@ class Options:
     kernel_config: Path | None = None  # the kernel's .config, when it cannot be found in the kernel or closure
     force: bool = False  # turn the preflight errors that allow it into warnings
     cache_dir: Path | None = None  # where initrd segments are cached; None: no cache
-    cache_max_bytes: int = 10 << 30
+    cache_max_bytes: int = DEFAULT_MAX_BYTES  # the cache's bound (--cache-size)
     specialisation: str | None = None  # boot this specialisation of the toplevel (from its boot.json)
     menu_timeout_s: int = DEFAULT_MENU_TIMEOUT_S  # netboot.ipxe's menu of the specialisations; 0: no menu
     # Off only in the test proving that boot.json and the toplevel's symlinks give the same OUT.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.closure import STORE_DIR
+from builder.closure import REGISTRATION_FILE, STORE_DIR
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.compress import NONE, CompressionError
@@ -22,7 +22,6 @@ from builder.formats.initrd import Member, open_member
 from builder.outcontract import BZIMAGE, INITRD, MANIFEST, SHA256SUMS, Digest, file_digest, read_manifest, read_sums
 
 _STORE_PREFIX = STORE_DIR.lstrip("/") + "/"
-_REGISTRATION = "nix-path-registration"  # a file in /nix/store, not a store path
 
 
 @dataclass
@@ -80,7 +79,7 @@ def _check_member(f: BinaryIO, member: Member, where: str, contents: InitrdConte
     for entry in found.entries():
         count += 1
         base = entry.name[len(_STORE_PREFIX) :] if entry.name.startswith(_STORE_PREFIX) else ""
-        if base and "/" not in base and base != _REGISTRATION:
+        if base and "/" not in base and base != REGISTRATION_FILE:
             contents.store_paths.add("/" + entry.name)
     # NUL padding may follow the trailer (a stage 1 copied from a toplevel has it, and the kernel
     # skips it); anything else would be a second archive the writer did not mean to put there.

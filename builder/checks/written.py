@@ -23,9 +23,8 @@ from pathlib import Path
 from types import TracebackType
 
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 from builder.writers.members import Member
-
-_CHUNK = 1 << 20
 
 
 class DamagedMembers(NetbuildError):
@@ -137,7 +136,7 @@ class WrittenCheck:
             size -= got
 
     def _hash_members(self) -> None:
-        buffer = bytearray(_CHUNK)
+        buffer = bytearray(CHUNK)
         index = 0
         while (member := self._next(index)) is not None:
             digest = hashlib.sha256()
@@ -147,7 +146,7 @@ class WrittenCheck:
             index += 1
 
     def _hash_file(self) -> None:
-        buffer = bytearray(_CHUNK)
+        buffer = bytearray(CHUNK)
         index = 0
         while (member := self._next(index)) is not None:
             end = member.offset + member.size

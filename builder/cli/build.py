@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from builder.build import BuildResult, build
-from builder.cache import default_cache_dir
+from builder.cache import DEFAULT_MAX_BYTES, default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import CompressionError, parse_compression
@@ -19,6 +19,12 @@ from builder.progress import ProgressLine, Reporter, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size_text(size: int) -> str:
+    """A size as --cache-size takes it, in the largest unit that divides it: 10G for 10 << 30."""
+    suffix, factor = next((s, f) for s, f in sorted(_SIZE_SUFFIXES.items(), key=lambda item: -item[1]) if size % f == 0)
+    return f"{size // factor}{suffix}"
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
@@ -78,7 +84,7 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Cache of compressed initrd segments, reused by rebuilds.  [default: $XDG_CACHE_HOME/netbuild]")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache (every store path is re-read "
               "and its NAR hash re-verified).")
-@click.option("--cache-size", callback=_size, default="10G", show_default=True, metavar="SIZE",
+@click.option("--cache-size", callback=_size, default=_size_text(DEFAULT_MAX_BYTES), show_default=True, metavar="SIZE",
               help="Bound on the cache (K, M, G suffixes); least recently used segments are dropped beyond it.")
 @click.option("--uki", is_flag=True,
               help="Also write OUT/netboot.efi: a unified kernel image (systemd-stub, kernel, initrd, command "

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, Protocol
 
 import zstandard
 
+from builder.formats import CHUNK
 from builder.formats.cpio import CRC_MAGIC
 from builder.formats.cpio import MAGIC as CPIO_MAGIC
 
@@ -218,7 +219,7 @@ class _Zstd(Codec):
         try:
             if self.frame_size(window.read_at) != len(window):
                 raise _error(self.name, "the frame does not end where the member does")
-            reader = _zstd_decompressor().stream_reader(window, read_size=1 << 20, read_across_frames=False)
+            reader = _zstd_decompressor().stream_reader(window, read_size=CHUNK, read_across_frames=False)
             while got := reader.readinto(view):
                 yield view[:got]
         except zstandard.ZstdError as e:
@@ -693,7 +694,7 @@ class MemberReader:
     def read(self, size: int = -1) -> bytes:
         if size < 0:
             chunks = []
-            while chunk := self.read(1 << 20):
+            while chunk := self.read(CHUNK):
                 chunks.append(chunk)
             return b"".join(chunks)
         self._fill()

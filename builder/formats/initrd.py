@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from builder.formats import CHUNK
 from builder.formats.compress import CODECS, NONE, ByteRange, Codec, PlainReader, detect
 from builder.formats.cpio import CpioEntry, read_archive
 
@@ -202,7 +203,7 @@ class OpenMember:
             for _ in self._archive:
                 pass
         if not self._one_archive:
-            while self.plain.read(1 << 20):
+            while self.plain.read(CHUNK):
                 pass
 
     @property

@@ -30,6 +30,7 @@ from typing import BinaryIO
 from builder.checks.selfcheck import check_initrd
 from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 from builder.formats.compress import Compression, open_compressor
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
 from builder.layouts import Layout
@@ -46,7 +47,6 @@ from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, 
 
 IMAGE_NAME = "nix-store.squashfs"  # where nixpkgs' netboot stage 1 looks for it
 IMAGE_MODE = 0o444
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def _copy_toplevel_stage1(dest: BinaryIO, stage1: ToplevelStage1) -> list[Member
     start = dest.tell()
     copied = 0
     with open(stage1.disk, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             dest.write(chunk)
             copied += len(chunk)
     if copied != stage1.size:
@@ -226,7 +226,7 @@ def _write_image_member(dest: BinaryIO, image: Path) -> Member:
     def fill(cpio: CpioWriter) -> None:
         cpio.regular(IMAGE_NAME, IMAGE_MODE, size)
         with open(image, "rb") as f:
-            while chunk := f.read(_CHUNK):
+            while chunk := f.read(CHUNK):
                 cpio.data(chunk)
 
     return _write_member(dest, "squashfs", Compression("none", None), 1, fill)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.closure import STORE_DIR, owner
+from builder.closure import REGISTRATION_PATH, owner
 from builder.errors import NetbuildError
 from builder.look.inspect import Listing, inspect_initrd
 from builder.outcontract import INITRD, MANIFEST, ManifestError, read_manifest
@@ -56,7 +56,7 @@ def sizes_of_listing(listing: Listing) -> list[StorePathSize]:
     counts: dict[str, int] = defaultdict(int)
     for entry in listing.entries:
         top = owner("/" + entry.name)  # an archive's names have no leading '/'
-        holder = top if top is not None and top != f"{STORE_DIR}/nix-path-registration" else OTHER
+        holder = top if top is not None and top != REGISTRATION_PATH else OTHER
         data = entry.size if stat.S_ISREG(entry.mode) or stat.S_ISLNK(entry.mode) else 0
         sizes[holder] += data
         counts[holder] += 1

@@ -17,11 +17,11 @@ from importlib.resources import files
 from pathlib import Path
 
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 from builder.formats.cpio import CpioWriter
 from builder.stage1.modules import KernelModule
 
 TEMPLATE = "init.sh"
-_CHUNK = 1 << 20
 # What a module path and a kernel release may hold to be spliced into the shell script unquoted.
 _SAFE_WORD = re.compile(r"[A-Za-z0-9._+/,-]+")
 
@@ -52,7 +52,7 @@ def write_stage1(cpio: CpioWriter, *, busybox: Path, modules: Sequence[KernelMod
     with open(busybox, "rb") as f:
         left = size
         while left:
-            chunk = f.read(min(_CHUNK, left))
+            chunk = f.read(min(CHUNK, left))
             if not chunk:
                 raise NetbuildError(f"{busybox}: shrank while being read")
             cpio.data(chunk)

@@ -32,27 +32,35 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from builder.cache import CacheEntry, SegmentCache
-from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
+from builder.closure import REGISTRATION_PATH, Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
 from builder.filecopy import copy_range
+from builder.formats import CHUNK
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
 from builder.formats.initrd import Member
-from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
+from builder.formats.nar import (
+    DIR_MODE,
+    EXEC_MODE,
+    FILE_MODE,
+    NarError,
+    NarHasher,
+    Node,
+    NodeKind,
+    nar_size,
+    read_contents,
+    walk,
+)
 from builder.preinit import preinit_program
 from builder.progress import QUIET, Reporter
 from builder.tempblob import TempBlob
-from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
+from builder.writers.frames import Frame, FrameBuilder, entry_size, single_member
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Written
 from builder.writers.registration import registration
 from builder.writers.segments import cached_paths, group_key, path_identity, store_error
 
 GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
-REGISTRATION_NAME = "nix/store/nix-path-registration"
-# Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
-# copy of the store happens to carry (umask, a cp without -p) is not part of the path's identity.
-DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
 
 
 def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, hasher: NarHasher,
@@ -343,7 +351,7 @@ def write_initrd(
 
     verified = [v for group in groups for v in group.verified]
     reg = registration(verified)
-    out.single("registration", lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg))
+    out.single("registration", lambda cpio: cpio.file(REGISTRATION_PATH.lstrip("/"), FILE_MODE, reg))
     reused = None
     if cache is not None:
         cache.prune()

@@ -13,11 +13,11 @@ from typing import Any
 from builder.cache import CacheEntry, cache_key
 from builder.closure import StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 from builder.formats.compress import Compression
 from builder.formats.members import codec_version
 from builder.formats.nar import NarError, walk
 from builder.writers import frames
-from builder.writers.frames import CHUNK
 
 WRITER_FORMAT = 1  # bump when the bytes written for the same input change
 

@@ -30,18 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
+from builder.closure import REGISTRATION_FILE, Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
-from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
+from builder.formats import CHUNK
+from builder.formats.nar import DIR_MODE, EXEC_MODE, FILE_MODE, NarError, NarHasher, NodeKind, read_contents, walk
 from builder.progress import QUIET, Reporter
 from builder.writers.registration import registration
 
 MKSQUASHFS = "mksquashfs"
-REGISTRATION_NAME = "nix-path-registration"
 BLOCK_SIZE = "1M"  # as nixpkgs' make-squashfs: better compression than the 128K default
 STORE_MTIME = 1
-DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
-_CHUNK = 1 << 20
 _BLOCK = tarfile.BLOCKSIZE
 
 # Codec → the levels mksquashfs accepts with -Xcompression-level (None: it takes no level).
@@ -165,7 +163,7 @@ def _stream_store_path(
                 tar.symlink(name, node.target)
             else:
                 tar.regular(name, node.executable, node.size)
-                for chunk in read_contents(node, _CHUNK):
+                for chunk in read_contents(node, CHUNK):
                     tar.data(chunk)
                     hasher.data(chunk)
                     read_bytes(len(chunk))
@@ -216,7 +214,7 @@ def write_image(
                 verified.append(_stream_store_path(tar, sp, store, count))
                 report.progress(index, done_bytes)
             reg = registration(verified)
-            tar.file(REGISTRATION_NAME, reg)
+            tar.file(REGISTRATION_FILE, reg)
             tar.close()
             proc.stdin.close()
             finished = True

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from builder.closure import Closure, StoreFS
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections, read_sections, size_of_image
 from builder.writers.signing import Signing, check_signing
 
 # systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it.
 STUB_IN_SYSTEMD = "lib/systemd/boot/efi/linuxx64.efi.stub"
 HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def write_uki(dest: Path, *, stub: Stub, kernel: Path, initrd: Path, cmdline: st
                 out.write(source)
             else:
                 with open(source, "rb") as f:
-                    shutil.copyfileobj(f, out, _CHUNK)
+                    shutil.copyfileobj(f, out, CHUNK)
             out.write(b"\0" * (section.raw_size - section.size))
     check_uki(dest, placed, sources)
     return UkiResult(sections=placed, stub=stub)
@@ -126,7 +126,7 @@ def _digest(source: bytes | Path) -> str:
         return hashlib.sha256(source).hexdigest()
     h = hashlib.sha256()
     with open(source, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
@@ -136,7 +136,7 @@ def section_digest(path: Path, offset: int, size: int) -> str:
     with open(path, "rb") as f:
         f.seek(offset)
         while size:
-            chunk = f.read(min(size, _CHUNK))
+            chunk = f.read(min(size, CHUNK))
             if not chunk:
                 raise NetbuildError(f"{path}: ends inside a section")
             h.update(chunk)
