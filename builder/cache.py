@@ -75,14 +75,14 @@ class CacheEntry:
 
 
 class EntryWriter(TempBlob):
-    """One entry being made (see TempBlob); keep(meta) publishes it under its key."""
+    """One entry being made (see TempBlob); appended(meta) publishes it under its key."""
 
     def __init__(self, cache: SegmentCache, key: str) -> None:
         super().__init__(cache.temp_dir, f"{key[:16]}.")
         self._cache = cache
         self._key = key
 
-    def keep(self, meta: dict[str, Any]) -> None:
+    def appended(self, meta: dict[str, Any]) -> None:
         self.seal()
         with open(self.temp, "ab") as f:
             meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": f.tell()}

@@ -221,6 +221,15 @@ class Unresolved(NetbuildError):
     """A path that leads nowhere (StoreFS.resolve): the message says where the walk stopped."""
 
 
+def store_read_error(sp: StorePath, e: Exception) -> NetbuildError:
+    """e, met reading sp's files from the store (an OSError naming the file, or what the NAR walk
+    found wrong), as the one-line error naming sp."""
+    if isinstance(e, OSError):
+        where = f" {os.fsdecode(e.filename)}" if e.filename is not None else ""
+        return NetbuildError(f"{sp.path}: cannot read{where}: {e.strerror}")
+    return NetbuildError(f"{sp.path}: {e}")
+
+
 class StoreFS:
     """Where the closure's files live on this machine: ROOT/nix/store/… (ROOT is '/' normally)."""
 

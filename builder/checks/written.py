@@ -24,7 +24,7 @@ from types import TracebackType
 
 from builder.errors import NetbuildError
 from builder.formats import CHUNK
-from builder.writers.members import Member
+from builder.formats.initrd import Member
 
 
 class DamagedMembers(NetbuildError):

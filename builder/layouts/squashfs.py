@@ -33,6 +33,7 @@ from builder.errors import NetbuildError
 from builder.formats import CHUNK
 from builder.formats.compress import Compression, open_compressor
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
+from builder.formats.initrd import Member
 from builder.layouts import Layout
 from builder.outcontract import Digest, file_digest
 from builder.plan import BootPlan
@@ -42,7 +43,7 @@ from builder.stage1.archive import write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file
 from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
 from builder.stage1.toplevel import ToplevelStage1, read_members
-from builder.writers.members import InitrdResult, Member
+from builder.writers.members import InitrdResult
 from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, write_image
 
 IMAGE_NAME = "nix-store.squashfs"  # where nixpkgs' netboot stage 1 looks for it

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from builder.cache import CacheEntry, SegmentCache
-from builder.closure import REGISTRATION_PATH, Closure, StoreFS, StorePath, VerifiedPath
-from builder.errors import NetbuildError
+from builder.closure import REGISTRATION_PATH, Closure, StoreFS, StorePath, VerifiedPath, store_read_error
+from builder.errors import NetbuildError, is_write_error
 from builder.filecopy import copy_range
 from builder.formats import CHUNK
 from builder.formats.compress import Compression
@@ -55,10 +55,10 @@ from builder.preinit import preinit_program
 from builder.progress import QUIET, Reporter
 from builder.tempblob import TempBlob
 from builder.writers.frames import Frame, FrameBuilder, entry_size, single_member
+from builder.writers.groupcache import cached_paths, group_key, path_identity
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Written
 from builder.writers.registration import registration
-from builder.writers.segments import cached_paths, group_key, path_identity, store_error
 
 GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
 
@@ -105,7 +105,9 @@ def pack_store_path(
             builder.entry_done()
         digest, size = hasher.finish()
     except (NarError, CpioError, OSError) as e:
-        raise store_error(sp, e) from None
+        if is_write_error(e):
+            raise  # the initrd or a segment file, not the store: the caller reports it
+        raise store_read_error(sp, e) from None
     return sp.verified(digest, size)
 
 
@@ -261,7 +263,7 @@ class _Assembler:
         with segment.open_blob() as blob:
             if not self.out.segment(blob, described, None):
                 raise NetbuildError("assembling the initrd: a packed segment was shorter than written")
-        segment.keep({
+        segment.appended({
             "frames": described,
             "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
         })
@@ -326,7 +328,7 @@ def write_initrd(
         try:
             size = sp.nar_size if sp.nar_size is not None else nar_size(store.disk_path(sp.path))
         except (NarError, OSError) as e:
-            raise store_error(sp, e) from None
+            raise store_read_error(sp, e) from None
         sized.append((sp.path, size))
 
     out = _Output(dest, compression, written)

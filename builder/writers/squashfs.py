@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from builder.closure import REGISTRATION_FILE, Closure, StoreFS, StorePath, VerifiedPath
-from builder.errors import NetbuildError
+from builder.closure import REGISTRATION_FILE, Closure, StoreFS, StorePath, VerifiedPath, store_read_error
+from builder.errors import NetbuildError, is_write_error
 from builder.formats import CHUNK
 from builder.formats.nar import DIR_MODE, EXEC_MODE, FILE_MODE, NarError, NarHasher, NodeKind, read_contents, walk
 from builder.progress import QUIET, Reporter
@@ -169,12 +169,10 @@ def _stream_store_path(
                     read_bytes(len(chunk))
                 tar.end_file(node.size)
         digest, size = hasher.finish()
-    except NarError as e:
-        raise NetbuildError(f"{sp.path}: {e}") from None
-    except OSError as e:
-        if e.filename is None:
+    except (NarError, OSError) as e:
+        if is_write_error(e):
             raise  # the pipe to mksquashfs, not the store: the caller reports it
-        raise NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}") from None
+        raise store_read_error(sp, e) from None
     return sp.verified(digest, size)
 
 

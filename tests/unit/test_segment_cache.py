@@ -26,7 +26,7 @@ def _commit(cache: SegmentCache, key: str, blob: bytes) -> None:
     writer = cache.writer(key)
     assert writer.file is not None
     writer.file.write(blob)
-    writer.keep({"frames": [], "paths": []})
+    writer.appended({"frames": [], "paths": []})
 
 
 def _read(cache: SegmentCache, key: str) -> bytes | None:
