@@ -121,26 +121,11 @@ class Closure:
     def __getitem__(self, path: str) -> StorePath:
         return self._paths[path]
 
-    @property
-    def paths(self) -> list[str]:
-        return list(self._paths)
-
     def roots(self) -> list[str]:
         """Paths that no other path refers to, in path order."""
         referenced = {ref for sp in self for ref in sp.references if ref != sp.path}
         return [p for p in self._paths if p not in referenced]
 
-    def requisites(self, root: str) -> set[str]:
-        """Everything reachable from root, root included."""
-        seen: set[str] = set()
-        todo = [root]
-        while todo:
-            p = todo.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            todo.extend(self._paths[p].references)
-        return seen
 
 
 def load_closure(source: str, data: bytes) -> Closure:

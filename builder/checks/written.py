@@ -155,9 +155,3 @@ class WrittenCheck:
                            _where(self._path, index, member))
                 self._hashed_to = end
             index += 1
-
-
-def check_written_members(path: Path, members: Sequence[Member]) -> tuple[int, str]:
-    """Confirm path is exactly the members' bytes; return the file's (size, sha256)."""
-    with WrittenCheck(path) as check:
-        return check.finish(members)

@@ -138,7 +138,9 @@ class Codec:
 
     def decompress(self, data: bytes) -> tuple[bytes, int]:
         """The one member at the start of data decoded at once: (plain bytes, compressed bytes it took)."""
-        return decompress_member(self.name, data)
+        reader = MemberReader(self.name, io.BytesIO(data))
+        plain = reader.read()
+        return plain, reader.consumed
 
 
 class _Inflating(Codec):
@@ -758,13 +760,6 @@ def _libarchive_reason(error: Exception) -> str:
     return f"libarchive: {text}"
 
 
-def decompress_member(name: str, data: bytes) -> tuple[bytes, int]:
-    """Decompress the one member at the start of data: (plain bytes, compressed bytes consumed)."""
-    reader = MemberReader(name, io.BytesIO(data))
-    plain = reader.read()
-    return plain, reader.consumed
-
-
 def decompressed_range(
     name: str, f: BinaryIO | bytes, start: int, size: int, buffer: bytearray
 ) -> Iterator[memoryview]:
@@ -776,8 +771,3 @@ def decompressed_range(
     if codec is None:
         raise _error(name, "not a codec the initrd writer knows")
     return codec.decode_range(ByteRange(f, start, size), buffer)
-
-
-def zstd_frame_size(read_at: Callable[[int, int], bytes]) -> int:
-    """Where the zstd frame starting at offset 0 ends, from its block headers alone."""
-    return ZSTD.frame_size(read_at)

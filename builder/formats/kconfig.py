@@ -91,12 +91,6 @@ def payload(image: bytes) -> tuple[str, bytes] | None:
     return codec, data
 
 
-def embedded_config(image: bytes, name: str) -> KernelConfig | None:
-    """The IKCONFIG copy in a bzImage (or an uncompressed vmlinux), None when it has none."""
-    text = embedded_config_text(image, name)
-    return None if text is None else parse_config(text, f"{name} (embedded IKCONFIG)")
-
-
 def embedded_config_text(image: bytes, name: str) -> str | None:
     """The text of the IKCONFIG copy in a bzImage (or an uncompressed vmlinux), None when it has none."""
     found = _config_blob(iter([image]))

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from support.codecs import decompress_member
 
 from builder.formats.compress import (
     DEFAULT_LEVELS,
     MAGICS,
     Compression,
     CompressionError,
-    decompress_member,
     detect,
     open_compressor,
     parse_compression,

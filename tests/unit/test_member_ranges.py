@@ -11,6 +11,7 @@ from typing import BinaryIO
 
 import pytest
 import zstandard
+from support.codecs import zstd_frame_size
 
 from builder.formats.compress import (
     Compression,
@@ -18,7 +19,6 @@ from builder.formats.compress import (
     compress_member,
     decompressed_range,
     parse_compression,
-    zstd_frame_size,
 )
 
 CODECS = ("zstd", "gzip", "xz", "none")
