@@ -16,9 +16,10 @@ from typing import BinaryIO
 from builder.closure import REGISTRATION_FILE, STORE_DIR
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
-from builder.formats.compress import NONE, CompressionError
+from builder.formats.compress import NONE
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import Member, open_member
+from builder.formats.streams import CompressionError
 from builder.outcontract import BZIMAGE, INITRD, MANIFEST, SHA256SUMS, Digest, file_digest, read_manifest, read_sums
 
 _STORE_PREFIX = STORE_DIR.lstrip("/") + "/"

@@ -12,7 +12,8 @@ from builder.build import BuildResult, build
 from builder.cache import DEFAULT_MAX_BYTES, default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
-from builder.formats.compress import CompressionError, parse_compression
+from builder.formats.compress import parse_compression
+from builder.formats.streams import CompressionError
 from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
 from builder.progress import ProgressLine, Reporter, human_bytes

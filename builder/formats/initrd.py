@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from builder.formats import CHUNK
-from builder.formats.compress import CODECS, NONE, ByteRange, Codec, PlainReader, detect
+from builder.formats.compress import CODECS, NONE, Codec, detect
 from builder.formats.cpio import CpioEntry, read_archive
+from builder.formats.streams import ByteRange, PlainReader
 
 _SCAN = 1 << 16
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from builder.formats import CHUNK
 from builder.formats.bzimage import setup_size
-from builder.formats.compress import CODECS, GZIP, CompressionError, detect
+from builder.formats.compress import CODECS, GZIP, detect
+from builder.formats.streams import CompressionError
 
 IKCFG_START = b"IKCFG_ST"
 IKCFG_END = b"IKCFG_ED"

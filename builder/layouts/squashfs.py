@@ -31,9 +31,10 @@ from builder.checks.selfcheck import check_initrd
 from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats import CHUNK
-from builder.formats.compress import Compression, open_compressor
+from builder.formats.compress import Compression
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
 from builder.formats.initrd import Member
+from builder.formats.streams import open_compressor
 from builder.layouts import Layout
 from builder.outcontract import Digest, file_digest
 from builder.plan import BootPlan

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import NetbuildError
-from builder.formats.compress import CompressionError
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import InitrdReader, OpenMember
+from builder.formats.streams import CompressionError
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import NetbuildError
-from builder.formats.compress import NONE, CompressionError
+from builder.formats.compress import NONE
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import InitrdReader, Member, OpenMember
+from builder.formats.streams import CompressionError
 
 _READABLE = ("zstd", "gzip", "xz")
 

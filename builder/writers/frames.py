@@ -26,8 +26,9 @@ from typing import Any, BinaryIO
 
 from builder.errors import NetbuildError
 from builder.formats import CHUNK
-from builder.formats.compress import Compression, CompressionError, compress_member, decompressed_range, open_compressor
+from builder.formats.compress import Compression, decompressed_range
 from builder.formats.cpio import HEADER_SIZE, TRAILER_NAME, CpioError, CpioWriter, read_archive
+from builder.formats.streams import CompressionError, compress_member, open_compressor
 
 FRAME_TARGET = 16 << 20  # plain bytes per member at most; a larger file is streamed (about 15% slower)
 
