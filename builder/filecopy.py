@@ -1,4 +1,5 @@
-"""Copy a byte range between files inside the kernel.
+"""Byte ranges of files: copied between files inside the kernel (copy_range), or read in chunks
+(read_range).
 
 shutil.copyfileobj copies whole files through a user-space buffer; the initrd is assembled from
 ranges of other files (cached segments, spooled ones), 300 MB of them for a large closure, so the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from builder.formats import CHUNK
@@ -45,6 +47,16 @@ def copy_range(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int
         return _copy_by_reading(src, src_offset, size, dest)
     dest.seek(position + copied)
     return copied
+
+
+def read_range(f: BinaryIO, size: int) -> Iterator[bytes]:
+    """The next `size` bytes of f, in chunks of at most CHUNK; EOFError if f ends before them."""
+    while size:
+        chunk = f.read(min(size, CHUNK))
+        if not chunk:
+            raise EOFError(f"{size} bytes short")
+        yield chunk
+        size -= len(chunk)
 
 
 def _copy_by_reading(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int:

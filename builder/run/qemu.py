@@ -236,9 +236,7 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
         command = [options.qemu, "-accel", accel, *_machine(options, directory, tmp)]
         server = None
         if options.via == "uefi-http":
-            server = stack.enter_context(
-                Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
-            ).start()
+            server = _serve(stack, directory, options, log)
             url = f"http://{GUEST_HOST}:{server.port}/{NETBOOT_EFI}"
             log(f"serving {directory} at {server.url} (the firmware's HTTP Boot fetches {url})")
             # QEMU's DHCP hands out the URL; a UEFI HTTP Boot client takes it from there, no iPXE.
@@ -251,9 +249,7 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
         else:
             script_url = "/".join(quote(part) for part in Path(options.script).parts)
             if options.via == "http":
-                server = stack.enter_context(
-                    Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
-                ).start()
+                server = _serve(stack, directory, options, log)
                 target = f"http://{GUEST_HOST}:{server.port}/{script_url}"
                 log(f"serving {directory} at {server.url} (the guest's {target})")
             else:
@@ -275,6 +271,12 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
             command += _network(tftp_root, target, boot=True, option_rom=not options.uefi)
         command += list(options.qemu_args)
         yield Launch(command=command, accel=accel, server=server)
+
+
+def _serve(stack: ExitStack, directory: Path, options: BootOptions, log: Log) -> Server:
+    """netbuild's HTTP server for the directory on the host's loopback, running while stack lasts."""
+    server = Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
+    return stack.enter_context(server).start()
 
 
 def _settings(options: BootOptions) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from builder.errors import NetbuildError
-from builder.formats import CHUNK
+from builder.filecopy import read_range
 from builder.formats.cpio import CpioWriter
 from builder.stage1.modules import KernelModule
 
@@ -50,13 +50,11 @@ def write_stage1(cpio: CpioWriter, *, busybox: Path, modules: Sequence[KernelMod
     size = busybox.stat().st_size
     cpio.regular("bin/busybox", 0o555, size)
     with open(busybox, "rb") as f:
-        left = size
-        while left:
-            chunk = f.read(min(CHUNK, left))
-            if not chunk:
-                raise NetbuildError(f"{busybox}: shrank while being read")
-            cpio.data(chunk)
-            left -= len(chunk)
+        try:
+            for chunk in read_range(f, size):
+                cpio.data(chunk)
+        except EOFError:
+            raise NetbuildError(f"{busybox}: shrank while being read") from None
     cpio.file("init", 0o555, init_script(modules, release))
     made: set[str] = set()
     for module in modules:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from builder.closure import Closure, StoreFS
 from builder.errors import NetbuildError
+from builder.filecopy import read_range
 from builder.formats import CHUNK
 from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections, read_sections, size_of_image
 from builder.writers.signing import Signing, check_signing
@@ -135,12 +136,11 @@ def section_digest(path: Path, offset: int, size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         f.seek(offset)
-        while size:
-            chunk = f.read(min(size, CHUNK))
-            if not chunk:
-                raise NetbuildError(f"{path}: ends inside a section")
-            h.update(chunk)
-            size -= len(chunk)
+        try:
+            for chunk in read_range(f, size):
+                h.update(chunk)
+        except EOFError:
+            raise NetbuildError(f"{path}: ends inside a section") from None
     return h.hexdigest()
 
 
