@@ -4,32 +4,46 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-from builder.cache import SegmentCache
 from builder.checks.preflight import ClosureImage, check_cmdline, check_init, check_initrd_size, preflight
-from builder.checks.selfcheck import check_initrd, check_kernel
-from builder.checks.written import DamagedMembers, WrittenCheck
+from builder.checks.selfcheck import check_kernel
 from builder.closure import Closure
 from builder.errors import NetbuildError
-from builder.layouts import layout_module
+from builder.layouts import Layout, layout_for
+from builder.outcontract import (
+    BZIMAGE,
+    INITRD,
+    KERNEL_PARAMS,
+    MANIFEST,
+    NETBOOT_EFI,
+    NETBOOT_UKI_IPXE,
+    REGISTRATION,
+    RUN_QEMU,
+    SHA256SUMS,
+    STORE_PATHS,
+    TOTAL_NAR_SIZE,
+    Digest,
+    file_digest,
+    manifest,
+    mode_of,
+    sections,
+    sha256sums,
+)
 from builder.outdir import check_replaceable, discard, make_staging, publish
 from builder.plan import BootPlan, Options, make_plan
+from builder.progress import QUIET, Reporter
 from builder.recipe import Recipe
 from builder.run.memory import BootMemory
-from builder.writers import manifest, menu, params, runqemu
+from builder.writers import menu, params, runqemu
 from builder.writers import registration as reg
-from builder.writers.initrd import Progress
 from builder.writers.ipxe import uki_script
 from builder.writers.members import InitrdResult
 from builder.writers.signing import sign
-from builder.writers.uki import UKI_NAME, UKI_SCRIPT, UkiResult, os_release, write_uki
-
-ARTIFACT_MODE = 0o644
+from builder.writers.uki import UkiResult, os_release, write_uki
 
 
 def netbuild_version() -> str:
@@ -44,7 +58,7 @@ class BuildResult:
     out: Path
     plan: BootPlan
     initrd: InitrdResult
-    artifacts: dict[str, tuple[int, str]]
+    artifacts: dict[str, Digest]
     warnings: list[str]
     memory: BootMemory
 
@@ -55,9 +69,7 @@ def build(
     options: Options,
     out: Path,
     *,
-    progress: Progress | None = None,
-    log: Callable[[str], None] = lambda _: None,
-    warn: Callable[[str], None] = lambda _: None,
+    report: Reporter = QUIET,
     run_preflight: bool = True,
 ) -> BuildResult:
     """Build OUT from the closure. `run_preflight=False` exists for the tests that prove each
@@ -66,12 +78,12 @@ def build(
     plan = make_plan(closure, recipe, options)
     warnings = _preflight(plan) if run_preflight else []
     for warning in warnings:
-        warn(warning)
-    layout = layout_module(plan.recipe.layout)
+        report.warn(warning)
+    layout = layout_for(plan.recipe.layout)
     prepared = layout.prepare(plan)
     staging = make_staging(out)
     try:
-        result = _write_all(plan, layout, prepared, staging, progress, log, warnings, warn)
+        result = _write_all(plan, layout, prepared, staging, report, warnings)
         publish(staging, out)
     except OSError as e:  # reading the store is reported by the writers; this is the output side
         discard(staging)
@@ -97,64 +109,31 @@ def _preflight(plan: BootPlan) -> list[str]:
     return warnings
 
 
-def _write_initrd(
-    plan: BootPlan,
-    layout: ModuleType,
-    prepared: object,
-    path: Path,
-    progress: Progress | None,
-    log: Callable[[str], None],
-) -> tuple[InitrdResult, tuple[int, str]]:
-    """Write the initrd and check it: its (size, sha256). Members copied from the cache are checked
-    here, where they land; if any differ from what the cache recorded, those entries are dropped
-    and the initrd written once more (packing those groups afresh), so a damaged entry is never
-    shipped and costs one rewrite."""
-    for attempt in (1, 2):
-        with open(path, "wb") as f, WrittenCheck(path) as check:
-            # The check reads each member as soon as the writer has put it in the file.
-            initrd: InitrdResult = layout.write(f, plan, prepared, progress=progress, log=log,
-                                                written=check.written)
-            f.flush()
-            log("checking the initrd")
-            if initrd.checked:
-                try:
-                    return initrd, check.finish(initrd.members)
-                except DamagedMembers as e:
-                    damaged = e
-        if not initrd.checked:
-            check_initrd(path, initrd.members)
-            return initrd, manifest.file_digest(path)
-        keys = {m.cache_key for m in damaged.members}
-        if attempt == 2 or None in keys or plan.options.cache_dir is None:
-            raise damaged
-        cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
-        for key in sorted(k for k in keys if k is not None):
-            cache.drop(key)
-        log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
-    raise AssertionError("unreachable")
-
-
 UKI_WARN_BYTES = 1 << 30  # firmware loads a UKI into one allocation; many machines fail past 1-2 GiB
 
 
-def _write_uki(plan: BootPlan, staging: Path, log: Callable[[str], None], warnings: list[str],
-               warn: Callable[[str], None]) -> UkiResult:
-    """netboot.efi from the bzImage and initrd just written (and checked), signed if asked."""
+def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[str]) -> UkiResult:
+    """netboot.efi from the bzImage and initrd just written (and checked), signed if asked, and
+    netboot-uki.ipxe beside it."""
     assert plan.uki is not None
-    size = (staging / "bzImage").stat().st_size + (staging / "initrd").stat().st_size
+    size = (staging / BZIMAGE).stat().st_size + (staging / INITRD).stat().st_size
     if size > UKI_WARN_BYTES:
-        warning = (f"{UKI_NAME} is {size / (1 << 30):.1f} GiB: UEFI firmware loads it whole into one allocation, "
-                   "and many machines fail past 1-2 GiB; iPXE (netboot.ipxe) or the squashfs layout load less")
+        warning = (f"{NETBOOT_EFI} is {size / (1 << 30):.1f} GiB: UEFI firmware loads it whole into one "
+                   "allocation, and many machines fail past 1-2 GiB; iPXE (netboot.ipxe) or the squashfs layout "
+                   "load less")
         warnings.append(warning)
-        warn(warning)
-    log(f"writing {UKI_NAME} (systemd-stub from {plan.uki.stub.origin})")
-    result = write_uki(staging / UKI_NAME, stub=plan.uki.stub, kernel=staging / "bzImage",
-                       initrd=staging / "initrd", cmdline=plan.cmdline,
+        report.warn(warning)
+    report.log(f"writing {NETBOOT_EFI} (systemd-stub from {plan.uki.stub.origin})")
+    result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=staging / BZIMAGE,
+                       initrd=staging / INITRD, cmdline=plan.cmdline,
                        osrel=os_release(plan.toplevel, plan.menu.title if plan.menu else _label(plan)),
                        uname=plan.kernel.header.release)
     if plan.uki.signing is not None:
-        log(f"signing {UKI_NAME} ({plan.uki.signing.subject})")
-        sign(staging / UKI_NAME, plan.uki.signing)
+        report.log(f"signing {NETBOOT_EFI} ({plan.uki.signing.subject})")
+        sign(staging / NETBOOT_EFI, plan.uki.signing)
+    (staging / NETBOOT_UKI_IPXE).write_bytes(uki_script(
+        cmdline=plan.cmdline, base_url=plan.base_url, toplevel=plan.toplevel,
+        description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}"))
     return result
 
 
@@ -163,26 +142,19 @@ def _label(plan: BootPlan) -> str:
 
 
 def _write_all(
-    plan: BootPlan,
-    layout: ModuleType,
-    prepared: object,
-    staging: Path,
-    progress: Progress | None,
-    log: Callable[[str], None],
-    warnings: list[str],
-    warn: Callable[[str], None],
-) -> tuple[InitrdResult, dict[str, tuple[int, str]], BootMemory]:
-    initrd, initrd_digest = _write_initrd(plan, layout, prepared, staging / "initrd", progress, log)
-    for warning in check_initrd_size(plan, (staging / "initrd").stat().st_size):
+    plan: BootPlan, layout: Layout[Any], prepared: object, staging: Path, report: Reporter, warnings: list[str]
+) -> tuple[InitrdResult, dict[str, Digest], BootMemory]:
+    initrd, initrd_digest = layout.write_checked(staging / INITRD, plan, prepared, report)
+    for warning in check_initrd_size(plan, (staging / INITRD).stat().st_size):
         warnings.append(warning)
-        warn(warning)
-    shutil.copyfile(plan.kernel.file, staging / "bzImage")
+        report.warn(warning)
+    shutil.copyfile(plan.kernel.file, staging / BZIMAGE)
     memory = BootMemory(plan.kernel.header.init_size, initrd_digest[0], layout.rootfs_bytes(plan, initrd))
     files = {
-        "registration": initrd.registration,  # the bytes the initrd holds, made once
-        "store-paths": reg.store_paths(initrd.verified),
-        "total-nar-size": reg.total_nar_size(initrd.verified),
-        "kernel-params": params.kernel_params(plan.cmdline),
+        REGISTRATION: initrd.registration,  # the bytes the initrd holds, made once
+        STORE_PATHS: reg.store_paths(initrd.verified),
+        TOTAL_NAR_SIZE: reg.total_nar_size(initrd.verified),
+        KERNEL_PARAMS: params.kernel_params(plan.cmdline),
         **menu.netboot_scripts(
             cmdline=plan.cmdline,
             base_url=plan.base_url,
@@ -190,7 +162,7 @@ def _write_all(
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             menu=plan.menu,
         ),
-        runqemu.NAME: runqemu.run_qemu_script(
+        RUN_QEMU: runqemu.run_qemu_script(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             boot_mib=memory.boot_mib,
@@ -199,28 +171,24 @@ def _write_all(
     for name, data in files.items():
         (staging / name).write_bytes(data)
 
-    log("checking what was written")
-    check_kernel(staging / "bzImage")
-    uki = _write_uki(plan, staging, log, warnings, warn) if plan.uki is not None else None
-    artifacts = {name: manifest.file_digest(staging / name) for name in ["bzImage", *files]}
-    artifacts["initrd"] = initrd_digest
+    report.log("checking what was written")
+    check_kernel(staging / BZIMAGE)
+    uki = _write_uki(plan, staging, report, warnings) if plan.uki is not None else None
+    artifacts = {name: file_digest(staging / name) for name in [BZIMAGE, *files]}
+    artifacts[INITRD] = initrd_digest
     if uki is not None:
-        (staging / UKI_SCRIPT).write_bytes(uki_script(
-            cmdline=plan.cmdline, base_url=plan.base_url, toplevel=plan.toplevel,
-            description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}"))
-        for name in (UKI_NAME, UKI_SCRIPT):
-            artifacts[name] = manifest.file_digest(staging / name)
-    manifest_bytes = manifest.manifest(
+        for name in (NETBOOT_EFI, NETBOOT_UKI_IPXE):
+            artifacts[name] = file_digest(staging / name)
+    manifest_bytes = manifest(
         version=netbuild_version(),
-        sections=manifest.sections(plan, initrd, memory, uki, kernel_sha256=artifacts["bzImage"][1]),
+        sections=sections(plan, initrd, memory, uki, kernel_sha256=artifacts[BZIMAGE][1]),
         closure=initrd.verified,
         artifacts=artifacts,
         warnings=warnings,
     )
-    (staging / manifest.MANIFEST_NAME).write_bytes(manifest_bytes)
-    artifacts[manifest.MANIFEST_NAME] = manifest.file_digest(staging / manifest.MANIFEST_NAME)
-    (staging / manifest.SUMS_NAME).write_bytes(manifest.sha256sums(artifacts))
+    (staging / MANIFEST).write_bytes(manifest_bytes)
+    artifacts[MANIFEST] = file_digest(staging / MANIFEST)
+    (staging / SHA256SUMS).write_bytes(sha256sums(artifacts))
     for path in staging.iterdir():
-        # Independent of the umask: OUT is served to other machines. run-qemu alone is a program.
-        path.chmod(runqemu.MODE if path.name == runqemu.NAME else ARTIFACT_MODE)
+        path.chmod(mode_of(path.name))  # independent of the umask: outcontract.MODES
     return initrd, artifacts, memory

@@ -13,7 +13,10 @@ every store path in the group, so a hit needs no access to the store at all. The
 against its digest when the entry is opened. The blob is copied into the initrd inside the kernel
 (copy_file_range) and checked where it lands: the initrd's self-check hashes every member it holds
 against the sha256 recorded here, which reads those bytes once instead of twice. A damaged entry is
-then dropped and its group rebuilt by the caller (layouts/initramfs.py), never shipped.
+dropped, never shipped: one whose meta does not check out by lookup() here (a miss); one whose blob
+is shorter than its meta says by the initrd writer, which packs that group afresh in its place
+(builder/writers/initrd.py); one whose bytes differ where they landed by the whole-store layout,
+which writes the initrd once more (builder/layouts/initramfs.py, with checks/written.py).
 
 Concurrency: entries are written to a private temporary file and renamed into place, so readers
 see a whole entry or none, and two builds writing the same key write the same bytes. Pruning may
@@ -31,7 +34,6 @@ import struct
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -75,14 +77,14 @@ class CacheEntry:
 
 
 class EntryWriter(TempBlob):
-    """One entry being made (see TempBlob); keep(meta) publishes it under its key."""
+    """One entry being made (see TempBlob); appended(meta) publishes it under its key."""
 
     def __init__(self, cache: SegmentCache, key: str) -> None:
         super().__init__(cache.temp_dir, f"{key[:16]}.")
         self._cache = cache
         self._key = key
 
-    def keep(self, meta: dict[str, Any]) -> None:
+    def appended(self, meta: dict[str, Any]) -> None:
         self.seal()
         with open(self.temp, "ab") as f:
             meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": f.tell()}
@@ -94,20 +96,12 @@ class EntryWriter(TempBlob):
         os.replace(self.temp, final)
 
 
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    damaged: int = 0
-
-
 class SegmentCache:
     def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.segments = root / "segments"
         self.temp_dir = root / "tmp"
-        self.stats = CacheStats()
         try:
             for directory in (root, self.segments, self.temp_dir):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -126,21 +120,18 @@ class SegmentCache:
             with open(path, "rb") as file:
                 meta = _read_meta(file, key)
         except FileNotFoundError:
-            self.stats.misses += 1
             return None
         if meta is None:
             self.drop(key)
             return None
         with contextlib.suppress(OSError):  # pruned meanwhile: the caller finds out when it copies
             os.utime(path)  # least recently used = oldest mtime
-        self.stats.hits += 1
         return CacheEntry(key, path, meta)
 
     def writer(self, key: str) -> EntryWriter:
         return EntryWriter(self, key)
 
     def drop(self, key: str) -> None:
-        self.stats.damaged += 1
         self.entry_path(key).unlink(missing_ok=True)
 
     def prune(self) -> int:

@@ -21,6 +21,9 @@ from builder.errors import NetbuildError
 from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
 
 STORE_DIR = "/nix/store"
+# The registration `nix-store --load-db` loads at boot: a file in the store directory, not a store path.
+REGISTRATION_FILE = "nix-path-registration"  # its name: the squashfs image, mounted as the store, holds it at its root
+REGISTRATION_PATH = f"{STORE_DIR}/{REGISTRATION_FILE}"  # where the booted system finds it (the initramfs's entry)
 # A store path's base name: 32 nix32 characters (no e, o, u, t), '-', then the name.
 _BASENAME = re.compile(r"[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+")
 # Nix refuses a longer name, so no store path is longer than 11 + 33 + 211 = 255 characters.
@@ -118,26 +121,11 @@ class Closure:
     def __getitem__(self, path: str) -> StorePath:
         return self._paths[path]
 
-    @property
-    def paths(self) -> list[str]:
-        return list(self._paths)
-
     def roots(self) -> list[str]:
         """Paths that no other path refers to, in path order."""
         referenced = {ref for sp in self for ref in sp.references if ref != sp.path}
         return [p for p in self._paths if p not in referenced]
 
-    def requisites(self, root: str) -> set[str]:
-        """Everything reachable from root, root included."""
-        seen: set[str] = set()
-        todo = [root]
-        while todo:
-            p = todo.pop()
-            if p in seen:
-                continue
-            seen.add(p)
-            todo.extend(self._paths[p].references)
-        return seen
 
 
 def load_closure(source: str, data: bytes) -> Closure:
@@ -205,6 +193,28 @@ def _store_path(source: str, entry: Entry) -> StorePath:
     return StorePath(path, nar_hash, nar_size, tuple(sorted(set(refs))), deriver)
 
 
+def owner(path: str) -> str | None:
+    """The top-level store path that holds path (or is path): /nix/store/<hash>-<name> for
+    /nix/store/<hash>-<name>/any/file. None for a path outside /nix/store. Whether that store path
+    is one of a closure's is the caller's question: `owner(path) in closure`."""
+    if not path.startswith(STORE_DIR + "/"):
+        return None
+    return f"{STORE_DIR}/{path[len(STORE_DIR) + 1 :].split('/', 1)[0]}"
+
+
+class Unresolved(NetbuildError):
+    """A path that leads nowhere (StoreFS.resolve): the message says where the walk stopped."""
+
+
+def store_read_error(sp: StorePath, e: Exception) -> NetbuildError:
+    """e, met reading sp's files from the store (an OSError naming the file, or what the NAR walk
+    found wrong), as the one-line error naming sp."""
+    if isinstance(e, OSError):
+        where = f" {os.fsdecode(e.filename)}" if e.filename is not None else ""
+        return NetbuildError(f"{sp.path}: cannot read{where}: {e.strerror}")
+    return NetbuildError(f"{sp.path}: {e}")
+
+
 class StoreFS:
     """Where the closure's files live on this machine: ROOT/nix/store/… (ROOT is '/' normally)."""
 
@@ -226,12 +236,17 @@ class StoreFS:
             except OSError as e:
                 raise NetbuildError(f"{sp.path}: cannot read: {e.strerror}") from None
 
-    def resolve(self, path: str, *, max_links: int = 40) -> str:
+    def resolve(self, path: str, *, image: Closure | None = None, max_links: int = 40) -> str:
         """Follow symlinks inside the store root; returns the final store-side path (e.g. /nix/store/…/bzImage),
         or, for a link that leaves the store, the outside path it leads to.
 
         Symlinks in a store point at absolute /nix/store paths, which must be looked up under the
         store root rather than on the host, so os.path.realpath cannot be used.
+
+        With `image`, the store as a machine booted with that closure alone sees it: every path the
+        walk passes through must lie in one of its store paths (the host's store may hold more), a
+        link out of the store leads nowhere, and a file that cannot be read stops the walk too.
+        Every path that leads nowhere raises Unresolved, saying where the walk stopped.
         """
         parts = [p for p in path.split("/") if p]
         resolved: list[str] = []
@@ -245,18 +260,28 @@ class StoreFS:
                     resolved.pop()
                 continue
             candidate = "/" + "/".join([*resolved, part])
-            disk = self.root / candidate.lstrip("/")
+            if image is not None and candidate not in ("/nix", STORE_DIR):
+                if not candidate.startswith(STORE_DIR + "/"):
+                    raise Unresolved(f"{candidate} is outside {STORE_DIR}, where the image has nothing")
+                if owner(candidate) not in image:
+                    raise Unresolved(f"{owner(candidate)} is not in the closure")
+            disk = self.disk_path(candidate)
             try:
                 st = os.lstat(disk)
             except FileNotFoundError:
-                raise NetbuildError(f"{candidate} does not exist (while resolving {path})") from None
+                where = "" if image is not None else f" (while resolving {path})"
+                raise Unresolved(f"{candidate} does not exist{where}") from None
+            except OSError as e:
+                if image is None:
+                    raise
+                raise Unresolved(f"{candidate}: cannot read: {e.strerror}") from None
             if stat.S_ISLNK(st.st_mode):
                 links += 1
                 if links > max_links:
-                    raise NetbuildError(f"{path}: too many levels of symbolic links")
+                    raise Unresolved(f"{path}: too many levels of symbolic links")
                 target = os.readlink(disk)
                 if target.startswith("/"):
-                    if not target.startswith(STORE_DIR + "/"):
+                    if image is None and not target.startswith(STORE_DIR + "/"):
                         # It leaves the store: nothing under the root to follow; the caller decides.
                         return os.path.normpath("/".join([target, *parts]))
                     resolved = []

@@ -1,4 +1,5 @@
-"""Copy a byte range between files inside the kernel.
+"""Byte ranges of files: copied between files inside the kernel (copy_range), or read in chunks
+(read_range).
 
 shutil.copyfileobj copies whole files through a user-space buffer; the initrd is assembled from
 ranges of other files (cached segments, spooled ones), 300 MB of them for a large closure, so the
@@ -12,9 +13,11 @@ from __future__ import annotations
 import errno
 import io
 import os
+from collections.abc import Iterator
 from typing import BinaryIO
 
-_CHUNK = 1 << 20
+from builder.formats import CHUNK
+
 _FALLBACK_ERRORS = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 
@@ -46,9 +49,19 @@ def copy_range(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int
     return copied
 
 
+def read_range(f: BinaryIO, size: int) -> Iterator[bytes]:
+    """The next `size` bytes of f, in chunks of at most CHUNK; EOFError if f ends before them."""
+    while size:
+        chunk = f.read(min(size, CHUNK))
+        if not chunk:
+            raise EOFError(f"{size} bytes short")
+        yield chunk
+        size -= len(chunk)
+
+
 def _copy_by_reading(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) -> int:
     src.seek(src_offset)
-    buffer = bytearray(min(_CHUNK, max(size, 1)))
+    buffer = bytearray(min(CHUNK, max(size, 1)))
     view = memoryview(buffer)
     copied = 0
     while copied < size:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from builder.errors import NetbuildError
+from builder.outcontract import MANIFEST, ManifestError, read_manifest
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -38,15 +38,12 @@ def check_replaceable(out: Path) -> None:
     if not entries:
         return
     try:
-        doc = json.loads((out / "manifest.json").read_bytes())
-        made_by_netbuild = isinstance(doc, dict) and "netbuild" in doc
-    except (OSError, ValueError):
-        made_by_netbuild = False
-    if not made_by_netbuild:
+        read_manifest(out)  # only its header: whatever netbuild version wrote it, it is netbuild's
+    except ManifestError:
         raise NetbuildError(
-            f"output {out} exists and was not made by netbuild (no netbuild manifest.json); "
+            f"output {out} exists and was not made by netbuild (no netbuild {MANIFEST}); "
             "choose an empty or new directory"
-        )
+        ) from None
 
 
 def make_staging(out: Path) -> Path:

@@ -18,15 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
-from builder.closure import STORE_DIR, Closure, StoreFS
+from builder.cache import DEFAULT_MAX_BYTES
+from builder.closure import STORE_DIR, Closure, StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
+from builder.outcontract import INITRD
 from builder.recipe import Recipe
 from builder.writers.menu import ENTRY_NAME, MAIN_ENTRY
 from builder.writers.uki import UkiChoice, plan_uki
 
-IPXE_INITRD_PARAM = "initrd=initrd"
+IPXE_INITRD_PARAM = f"initrd={INITRD}"  # what iPXE adds to the command line: the initrd's name (UEFI needs it)
 DEFAULT_MENU_TIMEOUT_S = 5
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]+")
 
@@ -48,7 +50,7 @@ class Options:
     kernel_config: Path | None = None  # the kernel's .config, when it cannot be found in the kernel or closure
     force: bool = False  # turn the preflight errors that allow it into warnings
     cache_dir: Path | None = None  # where initrd segments are cached; None: no cache
-    cache_max_bytes: int = 10 << 30
+    cache_max_bytes: int = DEFAULT_MAX_BYTES  # the cache's bound (--cache-size)
     specialisation: str | None = None  # boot this specialisation of the toplevel (from its boot.json)
     menu_timeout_s: int = DEFAULT_MENU_TIMEOUT_S  # netboot.ipxe's menu of the specialisations; 0: no menu
     # Off only in the test proving that boot.json and the toplevel's symlinks give the same OUT.
@@ -181,12 +183,6 @@ def _find_toplevel(closure: Closure, store: StoreFS, options: Options) -> str | 
     return None
 
 
-def _owner(path: str) -> str:
-    """The top-level store path a path inside the store belongs to."""
-    rest = path[len(STORE_DIR) + 1:]
-    return f"{STORE_DIR}/{rest.split('/', 1)[0]}"
-
-
 def _in_closure(closure: Closure, store: StoreFS, path: str, what: str, *, named: bool = False) -> str:
     """Resolve a path that must live in the closure — and so must whatever its symlinks lead to.
     `named`: a path that does not resolve is reported as `what`'s too (a boot.json field's)."""
@@ -203,11 +199,11 @@ def _in_closure(closure: Closure, store: StoreFS, path: str, what: str, *, named
 
 def _check_in_closure(closure: Closure, path: str, candidate: str, what: str) -> None:
     via = "" if candidate == path else f" (it leads to {candidate})"
-    if not candidate.startswith(STORE_DIR + "/"):
+    top = owner(candidate)
+    if top is None:
         raise NetbuildError(f"{what} {path} is not inside {STORE_DIR}{via}")
-    owner = _owner(candidate)
-    if owner not in closure:
-        raise NetbuildError(f"{what} {path} belongs to {owner}, which is not in the closure{via}")
+    if top not in closure:
+        raise NetbuildError(f"{what} {path} belongs to {top}, which is not in the closure{via}")
 
 
 def _read_bootspec(closure: Closure, store: StoreFS, toplevel: str | None, options: Options) -> Bootspec | None:

@@ -1,10 +1,34 @@
-"""A one-line progress display on stderr, shown only when stderr is a terminal."""
+"""What a build tells while it works: the Reporter the CLI hands down to the layouts and writers,
+and the one-line progress display on stderr (shown only when stderr is a terminal)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
+
+Progress = Callable[[int, int], None]  # (store paths done, bytes of the closure done)
+
+
+def _silent(*_told: object) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Where a build says what it is doing, one object from the CLI down to the writers: stage
+    messages for a person watching (log), doubts it builds despite (warn: preflight's warnings),
+    and how far packing has come (progress, called from any packing thread). Each says nothing
+    unless given."""
+
+    log: Callable[[str], None] = _silent
+    warn: Callable[[str], None] = _silent
+    progress: Progress = _silent
+
+
+QUIET = Reporter()
 
 
 def human_bytes(n: float) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import NetbuildError
-from builder.formats.compress import Compression, CompressionError, parse_compression
+from builder.formats.compress import Compression, parse_compression
+from builder.formats.streams import CompressionError
 from builder.resources import data_dir
 from builder.writers.squashfs import SquashfsCompression, SquashfsSpecError, parse_squashfs_compression
 

@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 
 class TempBlob:
-    """write to `file`, seal(), open_blob() to read it back, then keep(meta) or abort()."""
+    """write to `file`, seal(), open_blob() to read it back; then appended(meta) once its bytes are
+    in the initrd, or abort()."""
 
     def __init__(self, directory: str | Path | None, prefix: str) -> None:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
@@ -30,8 +31,9 @@ class TempBlob:
     def open_blob(self) -> BinaryIO:
         return open(self.temp, "rb")
 
-    def keep(self, meta: dict[str, Any]) -> None:
-        """What the blob is for, once its bytes are where they are needed: here, nothing more."""
+    def appended(self, meta: dict[str, Any]) -> None:
+        """Its bytes are in the initrd now. A spool file has served: it is deleted (a cache entry
+        is kept instead: cache.EntryWriter); meta says what the bytes are."""
         self.abort()
 
     def abort(self) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from builder.cache import memoized
 from builder.checks.elf import X86_MACHINES, ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
-from builder.closure import STORE_DIR
+from builder.closure import STORE_DIR, Unresolved, owner
 from builder.errors import NetbuildError
 from builder.formats.compress import WRITTEN
 from builder.formats.cpio import HEADER_SIZE, MAX_FILE_SIZE
@@ -49,7 +49,6 @@ XLF_CAN_BE_LOADED_ABOVE_4G = 0x2  # xloadflags bit 1: a 64-bit loader may put ke
 # The kernel follows at most this many `#!` interpreters (BINPRM_MAX_RECURSION), then fails with ELOOP.
 MAX_INTERPRETER_DEPTH = 4
 _SHEBANG_BYTES = 256  # BINPRM_BUF_SIZE: all of the `#!` line the kernel looks at
-_MAX_LINKS = 40
 
 
 def preflight(plan: BootPlan) -> list[str]:
@@ -86,50 +85,12 @@ class ClosureImage:
         self._closure = plan.closure
         self._store = plan.store
 
-    def owner(self, path: str) -> str | None:
-        """The closure's store path that holds path, or None (outside the store, or not shipped)."""
-        if not path.startswith(STORE_DIR + "/"):
-            return None
-        top = f"{STORE_DIR}/{path[len(STORE_DIR) + 1 :].split('/', 1)[0]}"
-        return top if top in self._closure else None
-
     def lookup(self, path: str) -> tuple[str, os.stat_result] | str:
         """(resolved path, its stat) when path exists in the image; otherwise why it does not."""
-        parts = [p for p in path.split("/") if p]
-        resolved: list[str] = []
-        links = 0
-        while parts:
-            part = parts.pop(0)
-            if part == ".":
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            candidate = "/" + "/".join([*resolved, part])
-            if candidate not in ("/nix", STORE_DIR):
-                if not candidate.startswith(STORE_DIR + "/"):
-                    return f"{candidate} is outside {STORE_DIR}, where the image has nothing"
-                if self.owner(candidate) is None:
-                    top = "/".join(candidate.split("/")[:4])
-                    return f"{top} is not in the closure"
-            try:
-                st = os.lstat(self._store.disk_path(candidate))
-            except FileNotFoundError:
-                return f"{candidate} does not exist"
-            except OSError as e:
-                return f"{candidate}: cannot read: {e.strerror}"
-            if stat.S_ISLNK(st.st_mode):
-                links += 1
-                if links > _MAX_LINKS:
-                    return f"{path}: too many levels of symbolic links"
-                target = os.readlink(self._store.disk_path(candidate))
-                if target.startswith("/"):
-                    resolved = []
-                parts = [p for p in target.split("/") if p] + parts
-            else:
-                resolved.append(part)
-        final = "/" + "/".join(resolved)
+        try:
+            final = self._store.resolve(path, image=self._closure)
+        except Unresolved as e:
+            return str(e)
         if final in ("/", "/nix", STORE_DIR):
             return f"{final} is a directory, not a file"
         return final, os.stat(self._store.disk_path(final))
@@ -148,8 +109,8 @@ class ClosureImage:
 def check_init(plan: BootPlan, image: ClosureImage, warnings: list[str]) -> None:
     what = "--init" if plan.options.init is not None else "the toplevel's init"
     init = plan.init
-    if image.owner(init) is None:
-        top = "/".join(init.split("/")[:4])
+    top = owner(init)
+    if top not in plan.closure:
         raise NetbuildError(f"{what} {init} belongs to {top}, which is not in the closure; "
                             "pass the closure of the system you boot (nix path-info --json --recursive)")
     hit = image.lookup(init)

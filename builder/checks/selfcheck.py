@@ -8,25 +8,33 @@ with the closure the manifest records.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from builder.closure import STORE_DIR
+from builder.closure import REGISTRATION_FILE, STORE_DIR
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
-from builder.formats.compress import NONE, CompressionError
+from builder.formats.compress import NONE
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import Member, open_member
-from builder.writers.uki import UKI_NAME, check_uki_in
+from builder.formats.streams import CompressionError
+from builder.outcontract import (
+    BZIMAGE,
+    INITRD,
+    KERNEL_PARAMS,
+    MANIFEST,
+    NETBOOT_EFI,
+    SHA256SUMS,
+    Digest,
+    file_digest,
+    read_manifest,
+    read_sums,
+)
+from builder.writers.uki import check_uki_in
 
-MANIFEST = "manifest.json"
-SUMS = "SHA256SUMS"
 _STORE_PREFIX = STORE_DIR.lstrip("/") + "/"
-_REGISTRATION = "nix-path-registration"  # a file in /nix/store, not a store path
 
 
 @dataclass
@@ -84,7 +92,7 @@ def _check_member(f: BinaryIO, member: Member, where: str, contents: InitrdConte
     for entry in found.entries():
         count += 1
         base = entry.name[len(_STORE_PREFIX) :] if entry.name.startswith(_STORE_PREFIX) else ""
-        if base and "/" not in base and base != _REGISTRATION:
+        if base and "/" not in base and base != REGISTRATION_FILE:
             contents.store_paths.add("/" + entry.name)
     # NUL padding may follow the trailer (a stage 1 copied from a toplevel has it, and the kernel
     # skips it); anything else would be a second archive the writer did not mean to put there.
@@ -133,96 +141,52 @@ class OutReport:
 
 def check_out(out: Path) -> OutReport:
     """Everything netbuild's self-check proves about a fresh build, on an existing OUT."""
-    doc = _read_manifest(out)
-    artifacts = _manifest_field(doc, "artifacts", dict)
+    manifest = read_manifest(out)
+    artifacts = manifest.artifacts
     for name, expected in sorted(artifacts.items()):
         _check_artifact(out, name, expected)
     _check_sums(out, artifacts)
-    if "bzImage" in artifacts:
-        check_kernel(out / "bzImage")
-    if UKI_NAME in artifacts:  # built with --uki: the image holds this OUT's kernel, initrd, command line
-        check_uki_in(out, out / "bzImage", out / "initrd", (out / "kernel-params").read_text().strip())
-    initrd = _manifest_field(doc, "initrd", dict)
-    try:
-        members = [Member.from_json(m) for m in initrd["members"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise NetbuildError(f"{out / MANIFEST}: initrd.members is malformed ({e})") from None
+    if BZIMAGE in artifacts:
+        check_kernel(out / BZIMAGE)
+    if NETBOOT_EFI in artifacts:  # built with --uki: the image holds this OUT's kernel, initrd, command line
+        check_uki_in(out, out / BZIMAGE, out / INITRD, (out / KERNEL_PARAMS).read_text().strip())
+    members = manifest.members
     expected_paths = None
-    if initrd.get("layout") == "initramfs":  # the store as files in the archive: every path must be there
-        closure = _manifest_field(doc, "closure", dict)
-        expected_paths = [str(p["path"]) for p in closure.get("storePaths", [])]
-    contents = check_initrd(out / "initrd", members, expect_store_paths=expected_paths)
+    if manifest.layout == "initramfs":  # the store as files in the archive: every path must be there
+        expected_paths = [path for path, _ in manifest.store_paths]
+    contents = check_initrd(out / INITRD, members, expect_store_paths=expected_paths)
     return OutReport(len(artifacts) + 1, len(members), contents.entries, len(contents.store_paths))
 
 
-def _read_manifest(out: Path) -> dict[str, Any]:
-    path = out / MANIFEST
+def _file_digest(path: Path) -> Digest:
     try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise NetbuildError(f"{path}: no such file (is {out} a netbuild output directory?)") from None
-    except OSError as e:
-        raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NetbuildError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(doc, dict) or "netbuild" not in doc:
-        raise NetbuildError(f"{path}: not a netbuild manifest")
-    return doc
-
-
-def _manifest_field(doc: dict[str, Any], name: str, kind: type) -> Any:
-    value = doc.get(name)
-    if not isinstance(value, kind):
-        raise NetbuildError(f"{MANIFEST}: field {name!r} is missing or not a {kind.__name__}")
-    return value
-
-
-def _file_digest(path: Path) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                sha.update(chunk)
-                size += len(chunk)
+        return file_digest(path)
     except FileNotFoundError:
         raise NetbuildError(f"{path}: missing (listed in {MANIFEST})") from None
     except OSError as e:
         raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
-    return size, sha.hexdigest()
 
 
-def _check_artifact(out: Path, name: str, expected: Any) -> None:
+def _check_artifact(out: Path, name: str, expected: Digest) -> None:
     if "/" in name or name in ("", ".", ".."):
         raise NetbuildError(f"{out / MANIFEST}: artifact name {name!r} is not a file name")
     size, digest = _file_digest(out / name)
-    if not isinstance(expected, dict) or size != expected.get("size"):
-        raise NetbuildError(f"{out / name}: {size} bytes, but {MANIFEST} says {expected.get('size')}")
-    if digest != expected.get("sha256"):
-        raise NetbuildError(f"{out / name}: sha256 {digest}, but {MANIFEST} says {expected.get('sha256')}")
+    if size != expected[0]:
+        raise NetbuildError(f"{out / name}: {size} bytes, but {MANIFEST} says {expected[0]}")
+    if digest != expected[1]:
+        raise NetbuildError(f"{out / name}: sha256 {digest}, but {MANIFEST} says {expected[1]}")
 
 
-def _check_sums(out: Path, artifacts: dict[str, Any]) -> None:
-    path = out / SUMS
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise NetbuildError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise NetbuildError(f"{path}: cannot read ({e})") from None
-    listed: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
-        digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or "/" in name:
-            raise NetbuildError(f"{path}: line {number} is not '<sha256>  <name>': {line!r}")
-        listed[name] = digest
+def _check_sums(out: Path, artifacts: dict[str, Digest]) -> None:
+    path = out / SHA256SUMS
+    listed = read_sums(out)
     expected_names = set(artifacts) | {MANIFEST}
     if set(listed) != expected_names:
         odd = sorted(set(listed) ^ expected_names)
         raise NetbuildError(f"{path}: lists other files than {MANIFEST} and its artifacts ({', '.join(odd)})")
     for name, digest in sorted(listed.items()):
         if name in artifacts:
-            if digest != artifacts[name].get("sha256"):
+            if digest != artifacts[name][1]:
                 raise NetbuildError(f"{path}: {name}'s sha256 differs from {MANIFEST}'s")
         elif _file_digest(out / name)[1] != digest:
-            raise NetbuildError(f"{out / name}: sha256 differs from {SUMS}")
+            raise NetbuildError(f"{out / name}: sha256 differs from {SHA256SUMS}")

@@ -23,9 +23,8 @@ from pathlib import Path
 from types import TracebackType
 
 from builder.errors import NetbuildError
-from builder.writers.members import Member
-
-_CHUNK = 1 << 20
+from builder.formats import CHUNK
+from builder.formats.initrd import Member
 
 
 class DamagedMembers(NetbuildError):
@@ -137,7 +136,7 @@ class WrittenCheck:
             size -= got
 
     def _hash_members(self) -> None:
-        buffer = bytearray(_CHUNK)
+        buffer = bytearray(CHUNK)
         index = 0
         while (member := self._next(index)) is not None:
             digest = hashlib.sha256()
@@ -147,7 +146,7 @@ class WrittenCheck:
             index += 1
 
     def _hash_file(self) -> None:
-        buffer = bytearray(_CHUNK)
+        buffer = bytearray(CHUNK)
         index = 0
         while (member := self._next(index)) is not None:
             end = member.offset + member.size
@@ -156,9 +155,3 @@ class WrittenCheck:
                            _where(self._path, index, member))
                 self._hashed_to = end
             index += 1
-
-
-def check_written_members(path: Path, members: Sequence[Member]) -> tuple[int, str]:
-    """Confirm path is exactly the members' bytes; return the file's (size, sha256)."""
-    with WrittenCheck(path) as check:
-        return check.finish(members)

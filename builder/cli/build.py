@@ -9,15 +9,23 @@ from pathlib import Path
 import click
 
 from builder.build import BuildResult, build
-from builder.cache import default_cache_dir
+from builder.cache import DEFAULT_MAX_BYTES, default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
-from builder.formats.compress import CompressionError, parse_compression
+from builder.formats.compress import parse_compression
+from builder.formats.streams import CompressionError
+from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
-from builder.progress import ProgressLine, human_bytes
+from builder.progress import ProgressLine, Reporter, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size_text(size: int) -> str:
+    """A size as --cache-size takes it, in the largest unit that divides it: 10G for 10 << 30."""
+    suffix, factor = next((s, f) for s, f in sorted(_SIZE_SUFFIXES.items(), key=lambda item: -item[1]) if size % f == 0)
+    return f"{size // factor}{suffix}"
 
 
 def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
@@ -77,7 +85,7 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="Cache of compressed initrd segments, reused by rebuilds.  [default: $XDG_CACHE_HOME/netbuild]")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache (every store path is re-read "
               "and its NAR hash re-verified).")
-@click.option("--cache-size", callback=_size, default="10G", show_default=True, metavar="SIZE",
+@click.option("--cache-size", callback=_size, default=_size_text(DEFAULT_MAX_BYTES), show_default=True, metavar="SIZE",
               help="Bound on the cache (K, M, G suffixes); least recently used segments are dropped beyond it.")
 @click.option("--uki", is_flag=True,
               help="Also write OUT/netboot.efi: a unified kernel image (systemd-stub, kernel, initrd, command "
@@ -172,10 +180,13 @@ def build_command(
     progress.enabled = progress.enabled and not quiet
     # Stage messages are for a person watching: on a pipe or in CI stderr carries only errors.
     chatty = not quiet and sys.stderr.isatty()
-    log = (lambda msg: click.echo(msg, err=True)) if chatty else (lambda _msg: None)
-    warn = (lambda msg: click.echo(f"warning: {msg}", err=True)) if not quiet else (lambda _msg: None)
+    report = Reporter(
+        log=(lambda msg: click.echo(msg, err=True)) if chatty else (lambda _msg: None),
+        warn=(lambda msg: click.echo(f"warning: {msg}", err=True)) if not quiet else (lambda _msg: None),
+        progress=progress,
+    )
     try:
-        result = build(closure_obj, recipe_obj, options, out, progress=progress, log=log, warn=warn)
+        result = build(closure_obj, recipe_obj, options, out, report=report)
     finally:
         progress.close()
     if not quiet:
@@ -200,15 +211,15 @@ def _summary(result: BuildResult, paths: int) -> None:
     reused = ""
     if initrd.reused is not None:
         reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
-    click.echo(f"{out}/: {paths} store paths, initrd {human_bytes(artifacts['initrd'][0])} ({result.plan.compression}, "
-               f"{human_bytes(initrd.plain_size)} unpacked{reused}), bzImage {human_bytes(artifacts['bzImage'][0])}")
+    click.echo(f"{out}/: {paths} store paths, {INITRD} {human_bytes(artifacts[INITRD][0])} ({result.plan.compression}, "
+               f"{human_bytes(initrd.plain_size)} unpacked{reused}), {BZIMAGE} {human_bytes(artifacts[BZIMAGE][0])}")
     menu = result.plan.menu
     if menu is not None:
-        click.echo(f"netboot.ipxe: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
+        click.echo(f"{NETBOOT_IPXE}: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
                    f"after {menu.timeout_s} s unless the iPXE variable netbuild-specialisation names another")
     click.echo(f"memory: boots with {result.memory.boot_mib} MiB of RAM or more "
                f"({human_bytes(result.memory.rootfs_bytes)} unpacked into a tmpfs, which may fill half of it)")
-    click.echo(f"try it: {out}/run-qemu   (or: netbuild boot {out} --via http)")
+    click.echo(f"try it: {out}/{RUN_QEMU}   (or: netbuild boot {out} --via http)")
 
 
 @click.command("recipes")

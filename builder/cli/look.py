@@ -14,6 +14,7 @@ from builder.look.diff import diff
 from builder.look.inspect import inspect_initrd
 from builder.look.sizes import OTHER, sizes_of
 from builder.look.treemap import treemap_html
+from builder.outcontract import INITRD, MANIFEST, SHA256SUMS
 from builder.progress import human_bytes
 
 _PATH = click.Path(path_type=Path)
@@ -37,7 +38,7 @@ def check_command(out: Path) -> None:
     if not out.is_dir():
         raise NetbuildError(f"{out}: not a directory (expected a netbuild OUT directory)")
     report = check_out(out)
-    click.echo(f"{out}: ok: {report.artifacts} files match manifest.json and SHA256SUMS; initrd: {report.members} "
+    click.echo(f"{out}: ok: {report.artifacts} files match {MANIFEST} and {SHA256SUMS}; initrd: {report.members} "
                f"member{'s' if report.members != 1 else ''}, {report.entries} entries, "
                f"{report.store_paths} store paths")
 
@@ -63,7 +64,7 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
       netbuild inspect out/ --json | jq '.entries[] | select(.size > 1000000)'
       netbuild inspect out/netboot.efi --members
     """
-    path = initrd / "initrd" if initrd.is_dir() else initrd
+    path = initrd / INITRD if initrd.is_dir() else initrd
     listing = inspect_initrd(path)
     if as_json:
         doc = listing.to_json()

@@ -10,10 +10,11 @@ import click
 
 from builder.build import netbuild_version
 from builder.errors import NetbuildError
+from builder.outcontract import MENU_IPXE, NETBOOT_IPXE
 from builder.run.accel import ACCELERATORS
-from builder.run.qemu import DEFAULT_SCRIPT, QEMU, VIAS, BootOptions, boot
+from builder.run.qemu import QEMU, VIAS, BootOptions, boot
 from builder.run.serve import Server
-from builder.writers.menu import MENU_NAME, describe_image, menu_script, write_menu
+from builder.writers.menu import describe_image, menu_script, write_menu
 
 DEFAULT_EXPECT_TIMEOUT_S = 300.0
 
@@ -59,7 +60,7 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
               help="Extra kernel parameters (repeatable); over iPXE they travel in ${cmdline}.")
 @click.option("--set", "settings", multiple=True, callback=_setting, metavar="NAME=VALUE",
               help="Set an iPXE variable before the script runs (tftp, http), e.g. netbuild-image=lab2.")
-@click.option("--script", default=DEFAULT_SCRIPT, show_default=True, metavar="NAME",
+@click.option("--script", default=NETBOOT_IPXE, show_default=True, metavar="NAME",
               help="The iPXE script in OUT to boot (tftp, http), e.g. menu.ipxe.")
 @click.option("--qemu-arg", "qemu_args", multiple=True, metavar="ARG", help="Pass ARG on to QEMU (repeatable).")
 @click.option("--accel", type=click.Choice(ACCELERATORS), default="auto", show_default=True, envvar="NETBUILD_ACCEL",
@@ -174,7 +175,7 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int) -> None:
 @click.command("menu")
 @click.argument("outs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False), metavar="OUT...")
 @click.option("-o", "--out", "menu_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
-              metavar="DIR", help=f"Write DIR/{MENU_NAME} (only that file; DIR may hold the images).")
+              metavar="DIR", help=f"Write DIR/{MENU_IPXE} (only that file; DIR may hold the images).")
 @click.option("--default", "default", metavar="NAME", help="The image booted on timeout (default: the first).")
 @click.option("--timeout", type=click.IntRange(min=0), default=10, show_default=True, metavar="S",
               help="Seconds before the default boots; 0 waits for a choice.")

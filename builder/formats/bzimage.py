@@ -40,8 +40,13 @@ class BzImageHeader:
 
     @property
     def setup_size(self) -> int:
-        """Bytes of real-mode setup code before the protected-mode kernel (setup_sects 0 means 4)."""
-        return ((self.setup_sects or 4) + 1) * SECTOR
+        return setup_size(self.setup_sects)
+
+
+def setup_size(setup_sects: int) -> int:
+    """Bytes before the protected-mode kernel: the boot sector and setup_sects sectors of real-mode
+    setup code (setup_sects 0 means 4), the header's byte at 0x1F1."""
+    return ((setup_sects or 4) + 1) * SECTOR
 
 
 def _u8(head: bytes, offset: int) -> int:
@@ -111,9 +116,8 @@ def read_header_file(path: Path) -> BzImageHeader:
         with open(path, "rb") as file:
             head = file.read(MIN_HEAD)
             if len(head) >= MIN_HEAD:
-                # setup_sects (0 meaning 4) sectors of setup follow the boot sector; the version is inside.
-                setup_size = ((head[0x1F1] or 4) + 1) * SECTOR
-                head += file.read(max(0, setup_size - len(head)))
+                # The version is inside the setup code.
+                head += file.read(max(0, setup_size(head[0x1F1]) - len(head)))
     except OSError as error:
         raise BzImageError(f"{path}: cannot read kernel ({error.strerror})") from None
     return read_header(head, name=str(path))

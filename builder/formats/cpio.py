@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from builder.formats import CHUNK
+
 MAGIC = b"070701"
 CRC_MAGIC = b"070702"
 HEADER_SIZE = 110  # magic + 13 fields of 8 hex digits
@@ -195,7 +197,6 @@ class CpioEntry:
     offset: int  # offset of the header within the stream
 
 
-_SKIP_CHUNK = 1 << 20
 
 
 class _Reader:
@@ -210,7 +211,7 @@ class _Reader:
         self.position = 0  # relative to the archive start
 
     def read(self, count: int, what: str) -> bytes:
-        if count <= _SKIP_CHUNK:  # headers, names, padding: one call, no generator (55k entries a second matter)
+        if count <= CHUNK:  # headers, names, padding: one call, no generator (55k entries a second matter)
             data = self._stream.read(count)
             if len(data) == count:
                 self.position += count
@@ -242,7 +243,7 @@ class _Reader:
         # Pieces are collected, never concatenated one by one: that would be quadratic in the size.
         done = 0
         while done < count:
-            chunk = self._stream.read(min(count - done, _SKIP_CHUNK))
+            chunk = self._stream.read(min(count - done, CHUNK))
             if not chunk:
                 raise CpioError(
                     f"offset {self.start + self.position}: archive truncated in {what} ({done} of {count} bytes)"

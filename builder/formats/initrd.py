@@ -24,8 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from builder.formats.compress import CODECS, NONE, ByteRange, Codec, PlainReader, detect
+from builder.formats import CHUNK
+from builder.formats.compress import CODECS, NONE, Codec, detect
 from builder.formats.cpio import CpioEntry, read_archive
+from builder.formats.streams import ByteRange, PlainReader
 
 _SCAN = 1 << 16
 
@@ -202,7 +204,7 @@ class OpenMember:
             for _ in self._archive:
                 pass
         if not self._one_archive:
-            while self.plain.read(1 << 20):
+            while self.plain.read(CHUNK):
                 pass
 
     @property

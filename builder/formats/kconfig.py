@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.formats.bzimage import SECTOR
-from builder.formats.compress import CODECS, GZIP, CompressionError, detect
+from builder.formats import CHUNK
+from builder.formats.bzimage import setup_size
+from builder.formats.compress import CODECS, GZIP, detect
+from builder.formats.streams import CompressionError
 
 IKCFG_START = b"IKCFG_ST"
 IKCFG_END = b"IKCFG_ED"
@@ -81,20 +83,13 @@ def payload(image: bytes) -> tuple[str, bytes] | None:
     """The compressed kernel inside a bzImage (boot protocol 2.08+): (codec, bytes), or None."""
     if len(image) < 0x250 or image[0x202:0x206] != b"HdrS" or struct.unpack_from("<H", image, 0x206)[0] < 0x208:
         return None
-    setup_size = ((image[0x1F1] or 4) + 1) * SECTOR
     offset, length = struct.unpack_from("<II", image, 0x248)
-    start = setup_size + offset
+    start = setup_size(image[0x1F1]) + offset
     data = image[start : start + length]
     codec = detect(data[:8])
     if codec is None or codec == "cpio" or len(data) != length:
         return None
     return codec, data
-
-
-def embedded_config(image: bytes, name: str) -> KernelConfig | None:
-    """The IKCONFIG copy in a bzImage (or an uncompressed vmlinux), None when it has none."""
-    text = embedded_config_text(image, name)
-    return None if text is None else parse_config(text, f"{name} (embedded IKCONFIG)")
 
 
 def embedded_config_text(image: bytes, name: str) -> str | None:
@@ -119,7 +114,7 @@ def embedded_config_text(image: bytes, name: str) -> str | None:
 def _decompressed(codec: str, data: bytes) -> Iterator[bytes]:
     """The plain bytes of the one member of codec at the start of data, in pieces."""
     reader = CODECS[codec].reader(data)
-    while chunk := reader.read(1 << 20):
+    while chunk := reader.read(CHUNK):
         yield chunk
 
 

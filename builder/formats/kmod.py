@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from builder.formats.compress import CODECS, CompressionError
+from builder.formats.compress import CODECS
+from builder.formats.streams import CompressionError
 
 # Longest first, so that `.ko.xz` is not taken for `.ko`.
 COMPRESSED_SUFFIXES = {".ko.xz": "xz", ".ko.zst": "zstd", ".ko.gz": "gzip"}

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.formats import CHUNK
+
 NAR_MAGIC = b"nix-archive-1"
+# The modes a store path's entries have in the store, and so in every image netbuild makes of it: a
+# NAR records only whether a file is executable, so anything else a copy of the store happens to
+# carry (umask, a cp without -p) is not part of the path's identity.
+DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
 
 
 Buffer = bytes | memoryview
@@ -238,7 +244,7 @@ class NarHasher:
         return self._sha256.digest(), self._size
 
 
-def read_contents(node: Node, chunk_size: int = 1 << 20, buffer: bytearray | None = None) -> Iterator[Buffer]:
+def read_contents(node: Node, chunk_size: int = CHUNK, buffer: bytearray | None = None) -> Iterator[Buffer]:
     """A regular file's contents in chunks, exactly node.size bytes, or NarError if it changed size.
 
     With a buffer, each chunk is a view of it, valid until the next is asked for: no allocation
@@ -261,7 +267,7 @@ def read_contents(node: Node, chunk_size: int = 1 << 20, buffer: bytearray | Non
             raise NarError(f"{node.path}: grew while being read (walked size {node.size})")
 
 
-def dump(root: Path, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def dump(root: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """The whole NAR of root, as `nix-store --dump` writes it, in pieces."""
     pieces: list[bytes] = []
     encoder = NarEncoder(pieces.append)

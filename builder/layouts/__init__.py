@@ -1,23 +1,52 @@
 """Initrd layouts: how the closure is laid out in the initrd (the recipe's `layout`).
 
-Each layout is a module here named after it, offering two functions:
+Each layout is an object of its module (initramfs.INITRAMFS, squashfs.SQUASHFS) doing four things:
 
-    prepare(plan: BootPlan) -> object
+    prepare(plan) -> Prepared
         Everything that can be refused before a byte is written (missing BusyBox, modules built
         for another kernel, …); returns what `write` needs. Raises NetbuildError.
-    write(dest: BinaryIO, plan: BootPlan, prepared: object, *, progress, log) -> InitrdResult
+    write(dest, plan, prepared, report) -> InitrdResult
         Writes the initrd to dest (positioned at 0) and describes the members it wrote.
-    rootfs_bytes(plan: BootPlan, initrd: InitrdResult) -> int
+    write_checked(path, plan, prepared, report) -> (InitrdResult, (size, sha256))
+        Writes the initrd file at path and checks it as this layout's initrd must be checked
+        before it is published (builder/checks/), giving the file's digest for the manifest.
+    rootfs_bytes(plan, initrd) -> int
         What the kernel unpacks into its tmpfs root from that initrd, in whole pages: the boot
         memory follows it (builder/run/memory.py).
 """
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
+
+from builder.progress import QUIET, Reporter
+
+if TYPE_CHECKING:
+    from builder.outcontract import Digest
+    from builder.plan import BootPlan
+    from builder.writers.members import InitrdResult
+
+Prepared = TypeVar("Prepared")
 
 
-def layout_module(name: str) -> ModuleType:
-    # The recipe loader has already checked the name against recipe.LAYOUTS.
-    return importlib.import_module(f"builder.layouts.{name}")
+class Layout(Protocol[Prepared]):
+    name: str  # the recipe's `layout`
+
+    def prepare(self, plan: BootPlan) -> Prepared: ...
+
+    def write(self, dest: BinaryIO, plan: BootPlan, prepared: Prepared, report: Reporter = QUIET) -> InitrdResult: ...
+
+    def write_checked(self, path: Path, plan: BootPlan, prepared: Prepared,
+                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]: ...  # fmt: skip
+
+    def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int: ...
+
+
+def layout_for(name: str) -> Layout[Any]:
+    """The layout a recipe names (the recipe loader has checked the name against recipe.LAYOUTS)."""
+    from builder.layouts.initramfs import INITRAMFS
+    from builder.layouts.squashfs import SQUASHFS
+
+    layouts: dict[str, Layout[Any]] = {INITRAMFS.name: INITRAMFS, SQUASHFS.name: SQUASHFS}
+    return layouts[name]

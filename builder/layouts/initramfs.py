@@ -1,49 +1,79 @@
-"""The whole-store layout: every store path as files in the initramfs, init run straight from it."""
+"""The whole-store layout: every store path as files in the initramfs, init run straight from it.
+
+Its initrd is checked as it is written: the writer announces each member as soon as its bytes
+are in the file, and a WrittenCheck (builder/checks/written.py) hashes it there against the
+sha256 recorded when the member was made. Members copied from the segment cache are checked the
+same way, where they land; if any differ, their cache entries are dropped and the initrd written
+once more (packing those groups afresh), so a damaged entry is never shipped and costs one rewrite.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 from builder.cache import SegmentCache
+from builder.checks.written import DamagedMembers, WrittenCheck
 from builder.footprint import store_rootfs_bytes
+from builder.layouts import Layout
+from builder.outcontract import Digest
 from builder.plan import BootPlan
 from builder.preinit import preinit_program
+from builder.progress import QUIET, Reporter
 from builder.run.memory import pages
-from builder.writers.initrd import Progress, write_initrd
+from builder.writers.initrd import write_initrd
 from builder.writers.members import InitrdResult, Written
 
 
-def prepare(plan: BootPlan) -> None:
-    return None  # the plan already holds everything this layout needs
+class InitramfsLayout(Layout[None]):
+    name = "initramfs"
+
+    def prepare(self, plan: BootPlan) -> None:
+        return None  # the plan already holds everything this layout needs
+
+    def write(self, dest: BinaryIO, plan: BootPlan, prepared: None, report: Reporter = QUIET, *,
+              written: Written | None = None) -> InitrdResult:  # fmt: skip
+        """`written`, if given, is told each batch of members as soon as their bytes are in dest."""
+        report.log(f"packing {len(plan.closure)} store paths ({plan.compression})")
+        options = plan.options
+        cache = SegmentCache(options.cache_dir, options.cache_max_bytes) if options.cache_dir is not None else None
+        return write_initrd(
+            dest,
+            closure=plan.closure,
+            store=plan.store,
+            init=plan.init,
+            compression=plan.compression,
+            jobs=plan.jobs,
+            report=report,
+            cache=cache,
+            written=written,
+        )
+
+    def write_checked(self, path: Path, plan: BootPlan, prepared: None,
+                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:  # fmt: skip
+        for attempt in (1, 2):
+            with open(path, "wb") as f, WrittenCheck(path) as check:
+                # The check reads each member as soon as the writer has put it in the file.
+                initrd = self.write(f, plan, prepared, report, written=check.written)
+                f.flush()
+                report.log("checking the initrd")
+                try:
+                    return initrd, check.finish(initrd.members)
+                except DamagedMembers as e:
+                    damaged = e
+            keys = {m.cache_key for m in damaged.members}
+            if attempt == 2 or None in keys or plan.options.cache_dir is None:
+                raise damaged
+            cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
+            for key in sorted(k for k in keys if k is not None):
+                cache.drop(key)
+            report.log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
+        raise AssertionError("unreachable")
+
+    def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int:
+        """What the kernel unpacks into its tmpfs root: the store's files, the registration, /init."""
+        return (store_rootfs_bytes(plan.store, initrd.verified, plan.options.cache_dir)
+                + pages(len(initrd.registration)) + pages(len(preinit_program(plan.init))))
 
 
-def write(
-    dest: BinaryIO,
-    plan: BootPlan,
-    prepared: None,
-    *,
-    progress: Progress | None,
-    log: Callable[[str], None],
-    written: Written | None = None,
-) -> InitrdResult:
-    log(f"packing {len(plan.closure)} store paths ({plan.compression})")
-    options = plan.options
-    cache = SegmentCache(options.cache_dir, options.cache_max_bytes) if options.cache_dir is not None else None
-    return write_initrd(
-        dest,
-        closure=plan.closure,
-        store=plan.store,
-        init=plan.init,
-        compression=plan.compression,
-        jobs=plan.jobs,
-        progress=progress,
-        cache=cache,
-        written=written,
-    )
-
-
-def rootfs_bytes(plan: BootPlan, initrd: InitrdResult) -> int:
-    """What the kernel unpacks into its tmpfs root: the store's files, the registration, /init."""
-    return (store_rootfs_bytes(plan.store, initrd.verified, plan.options.cache_dir)
-            + pages(len(initrd.registration)) + pages(len(preinit_program(plan.init))))
+INITRAMFS = InitramfsLayout()

@@ -13,7 +13,8 @@ on /nix/store, then switches to init= (see builder/stage1/init.sh). It is, per t
   compressed like any initrd member (--compress / the recipe's `compress`).
 
 The image is already compressed (the recipe's `squashfs_compress`), so its archive is not compressed
-again. Every refusal happens in prepare(), before anything is written.
+again. Every refusal happens in prepare(), before anything is written; the initrd is read back whole
+once written (write_checked).
 """
 
 from __future__ import annotations
@@ -26,24 +27,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.closure import STORE_DIR, StoreFS
+from builder.checks.selfcheck import check_initrd
+from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
-from builder.formats.compress import Compression, open_compressor
+from builder.formats import CHUNK
+from builder.formats.compress import Compression
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
+from builder.formats.initrd import Member
+from builder.formats.streams import open_compressor
+from builder.layouts import Layout
+from builder.outcontract import Digest, file_digest
 from builder.plan import BootPlan
+from builder.progress import QUIET, Reporter
 from builder.run.memory import pages
 from builder.stage1.archive import write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file
 from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
 from builder.stage1.toplevel import ToplevelStage1, read_members
-from builder.writers.members import InitrdResult, Member, Written
+from builder.writers.members import InitrdResult
 from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, write_image
 
 IMAGE_NAME = "nix-store.squashfs"  # where nixpkgs' netboot stage 1 looks for it
 IMAGE_MODE = 0o444
-_CHUNK = 1 << 20
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class Prepared:
     squashfs: SquashfsCompression
 
 
-def prepare(plan: BootPlan) -> Prepared:
+def _prepare(plan: BootPlan) -> Prepared:
     recipe = plan.recipe
     assert recipe.squashfs_compression is not None and recipe.stage1 is not None  # the recipe loader sets both
     if not mksquashfs_available():
@@ -92,8 +97,7 @@ def prepare(plan: BootPlan) -> Prepared:
 def _in_closure(plan: BootPlan, path: str, what: str) -> str:
     """Follow path's symlinks under the store root; the result must belong to the closure."""
     resolved = plan.store.resolve(path)
-    owner = "/".join(resolved.split("/")[:4])
-    if not resolved.startswith(STORE_DIR + "/") or owner not in plan.closure:
+    if owner(resolved) not in plan.closure:
         raise NetbuildError(f"{what} {path} leads to {resolved}, which is not in the closure")
     return resolved
 
@@ -195,7 +199,7 @@ def _copy_toplevel_stage1(dest: BinaryIO, stage1: ToplevelStage1) -> list[Member
     start = dest.tell()
     copied = 0
     with open(stage1.disk, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             dest.write(chunk)
             copied += len(chunk)
     if copied != stage1.size:
@@ -224,29 +228,21 @@ def _write_image_member(dest: BinaryIO, image: Path) -> Member:
     def fill(cpio: CpioWriter) -> None:
         cpio.regular(IMAGE_NAME, IMAGE_MODE, size)
         with open(image, "rb") as f:
-            while chunk := f.read(_CHUNK):
+            while chunk := f.read(CHUNK):
                 cpio.data(chunk)
 
     return _write_member(dest, "squashfs", Compression("none", None), 1, fill)
 
 
-def write(
-    dest: BinaryIO,
-    plan: BootPlan,
-    prepared: Prepared,
-    *,
-    progress: Progress | None,
-    log: Callable[[str], None],
-    written: Written | None = None,  # unused: this layout's members are checked after writing
-) -> InitrdResult:
+def _write(dest: BinaryIO, plan: BootPlan, prepared: Prepared, report: Reporter) -> InitrdResult:
     stage1 = prepared.stage1
     if isinstance(stage1, ToplevelStage1):
-        log(f"stage 1: the toplevel's own initrd {stage1.store_path} ({len(stage1.members)} archives), as is")
+        report.log(f"stage 1: the toplevel's own initrd {stage1.store_path} ({len(stage1.members)} archives), as is")
         members = _copy_toplevel_stage1(dest, stage1)
     else:
         names = ", ".join(m.name for m in stage1.modules) or "none (built in)"
-        log(f"stage 1: netbuild's built-in ({plan.compression}), BusyBox {stage1.busybox_origin}, "
-            f"modules {names} from {stage1.modules_origin}")
+        report.log(f"stage 1: netbuild's built-in ({plan.compression}), BusyBox {stage1.busybox_origin}, "
+                   f"modules {names} from {stage1.modules_origin}")
         builtin = stage1
 
         def fill(cpio: CpioWriter) -> None:
@@ -255,17 +251,40 @@ def write(
         members = [_write_member(dest, "stage1", plan.compression, plan.jobs, fill)]
     dest.write(b"\0" * (-dest.tell() % 4))  # a plain archive must start 4-aligned; the kernel skips NULs
 
-    log(f"squashfs: {len(plan.closure)} store paths ({prepared.squashfs})")
+    report.log(f"squashfs: {len(plan.closure)} store paths ({prepared.squashfs})")
     with tempfile.TemporaryDirectory(prefix=".squashfs-", dir=_image_dir(dest)) as tmp:
         image = Path(tmp) / IMAGE_NAME
         made = write_image(image, closure=plan.closure, store=plan.store, compression=prepared.squashfs,
-                           jobs=plan.jobs, progress=progress)
-        log(f"squashfs: {image.stat().st_size} bytes in {made.seconds:.1f} s")
+                           jobs=plan.jobs, report=report)
+        report.log(f"squashfs: {image.stat().st_size} bytes in {made.seconds:.1f} s")
         members.append(_write_image_member(dest, image))
     return InitrdResult(verified=made.verified, members=members, registration=made.registration)
 
 
-def rootfs_bytes(plan: BootPlan, initrd: InitrdResult) -> int:
-    """What the kernel unpacks into its tmpfs root: the stage 1's files and nix-store.squashfs, the
-    image being almost all of it (the archives' own headers count too, a few hundred bytes)."""
-    return pages(initrd.plain_size)
+class SquashfsLayout(Layout[Prepared]):
+    name = "squashfs"
+
+    def prepare(self, plan: BootPlan) -> Prepared:
+        return _prepare(plan)
+
+    def write(self, dest: BinaryIO, plan: BootPlan, prepared: Prepared, report: Reporter = QUIET) -> InitrdResult:
+        return _write(dest, plan, prepared, report)
+
+    def write_checked(self, path: Path, plan: BootPlan, prepared: Prepared,
+                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:  # fmt: skip
+        """Written whole, then read back whole: every member decompressed and parsed again (no digest
+        was recorded as they were made: a stage 1 copied or compressed in one stream, an image that
+        mksquashfs made)."""
+        with open(path, "wb") as f:
+            initrd = self.write(f, plan, prepared, report)
+        report.log("checking the initrd")
+        check_initrd(path, initrd.members)
+        return initrd, file_digest(path)
+
+    def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int:
+        """What the kernel unpacks into its tmpfs root: the stage 1's files and nix-store.squashfs, the
+        image being almost all of it (the archives' own headers count too, a few hundred bytes)."""
+        return pages(initrd.plain_size)
+
+
+SQUASHFS = SquashfsLayout()

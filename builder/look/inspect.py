@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import NetbuildError
-from builder.formats.compress import ByteRange, CompressionError
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import InitrdReader, OpenMember
 from builder.formats.pe import PEError, Section, read_sections
+from builder.formats.streams import ByteRange, CompressionError
 
 
 @dataclass(frozen=True)

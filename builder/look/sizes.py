@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.closure import STORE_DIR
+from builder.closure import REGISTRATION_PATH, owner
 from builder.errors import NetbuildError
 from builder.look.inspect import Listing, inspect_initrd
+from builder.outcontract import INITRD, MANIFEST, ManifestError, read_manifest
 
-_PREFIX = STORE_DIR.lstrip("/") + "/"
 OTHER = "(outside the store)"  # the skeleton, a stage 1, the registration: everything not in a store path
 
 
@@ -43,7 +42,7 @@ class Sizes:
 def initrd_of(target: Path) -> Path:
     """An initrd file, or the initrd of an OUT directory."""
     if target.is_dir():
-        initrd = target / "initrd"
+        initrd = target / INITRD
         if not initrd.is_file():
             raise NetbuildError(f"{target}: a directory without an initrd (expected a netbuild OUT directory)")
         return initrd
@@ -56,14 +55,11 @@ def sizes_of_listing(listing: Listing) -> list[StorePathSize]:
     sizes: dict[str, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for entry in listing.entries:
-        owner = OTHER
-        if entry.name.startswith(_PREFIX):
-            base = entry.name[len(_PREFIX) :].split("/", 1)[0]
-            if base != "nix-path-registration":
-                owner = f"{STORE_DIR}/{base}"
+        top = owner("/" + entry.name)  # an archive's names have no leading '/'
+        holder = top if top is not None and top != REGISTRATION_PATH else OTHER
         data = entry.size if stat.S_ISREG(entry.mode) or stat.S_ISLNK(entry.mode) else 0
-        sizes[owner] += data
-        counts[owner] += 1
+        sizes[holder] += data
+        counts[holder] += 1
     return sorted((StorePathSize(p, sizes[p], counts[p]) for p in sizes), key=lambda s: (-s.size, s.path))
 
 
@@ -75,13 +71,12 @@ def sizes_of(target: Path) -> Sizes:
     paths = sizes_of_listing(listing)
     if target.is_dir() and all(p.path == OTHER for p in paths):
         paths = sorted(_from_manifest(target) + paths, key=lambda s: (-s.size, s.path))
-        return Sizes(f"{target}/manifest.json (NAR sizes)", listing.size, paths)
+        return Sizes(f"{target}/{MANIFEST} (NAR sizes)", listing.size, paths)
     return Sizes(str(initrd), listing.size, paths)
 
 
 def _from_manifest(out: Path) -> list[StorePathSize]:
     try:
-        doc = json.loads((out / "manifest.json").read_bytes())
-        return [StorePathSize(str(p["path"]), int(p["narSize"]), 0) for p in doc["closure"]["storePaths"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise NetbuildError(f"{out}/manifest.json: cannot read the closure's sizes ({e})") from None
+        return [StorePathSize(path, nar_size, 0) for path, nar_size in read_manifest(out).store_paths]
+    except ManifestError as e:
+        raise NetbuildError(f"{out}/{MANIFEST}: cannot read the closure's sizes ({e.reason})") from None

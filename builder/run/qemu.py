@@ -24,7 +24,6 @@ offers network boot only with a random number generator, so the guest gets a vir
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ from urllib.parse import quote
 
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
+from builder.outcontract import BZIMAGE, INITRD, KERNEL_PARAMS, NETBOOT_EFI, NETBOOT_IPXE, ManifestError, read_manifest
 from builder.run.accel import choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, Outcome
 from builder.run.memory import boot_memory_mib, default_memory_mib
@@ -47,7 +47,6 @@ from builder.writers.ipxe import chain_script
 
 QEMU = "qemu-system-x86_64"
 VIAS = ("direct", "tftp", "http", "uefi-http")
-UKI_FILE = "netboot.efi"  # what --via uefi-http boots: OUT's unified kernel image (netbuild --uki)
 # Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
 # trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
 SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
@@ -57,8 +56,7 @@ _HTTP_BOOT_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
 GUEST_HOST = "10.0.2.2"  # the host, as a guest on QEMU's user network reaches it
 CHAIN_SCRIPT = "netbuild-boot.ipxe"
 IMAGE_LINK = "image"  # the directory, as the chain script's TFTP root names it
-DEFAULT_SCRIPT = "netboot.ipxe"
-DIRECT_FILES = ("bzImage", "initrd", "kernel-params")
+DIRECT_FILES = (BZIMAGE, INITRD, KERNEL_PARAMS)  # what --via direct boots; --via uefi-http boots NETBOOT_EFI
 STOP_GRACE_S = 5.0
 # OVMF as distributions install it: (code, variables template). Debian/Ubuntu first.
 OVMF_CANDIDATES = (
@@ -83,7 +81,7 @@ Log = Callable[[str], None]
 class BootOptions:
     via: str = "direct"
     uefi: bool = False
-    script: str = DEFAULT_SCRIPT  # the iPXE script to boot (tftp, http), relative to the directory
+    script: str = NETBOOT_IPXE  # the iPXE script to boot (tftp, http), relative to the directory
     expect: str | None = None
     timeout: float | None = None
     memory_mib: int | None = None  # None: what the image needs to boot, at least 512 (builder.run.memory)
@@ -197,19 +195,19 @@ def _check_options(directory: Path, options: BootOptions) -> None:
     if options.secure_boot and not options.firmware_uefi:
         raise NetbuildError("--secure-boot is UEFI's: add --uefi, or --via uefi-http")
     if options.via == "uefi-http":
-        if not (directory / UKI_FILE).is_file():
-            raise NetbuildError(f"{directory / UKI_FILE}: missing; --via uefi-http boots it (build with --uki)")
-        if options.settings or options.script != DEFAULT_SCRIPT:
-            raise NetbuildError("--set and --script are iPXE's: --via uefi-http boots netboot.efi without iPXE")
+        if not (directory / NETBOOT_EFI).is_file():
+            raise NetbuildError(f"{directory / NETBOOT_EFI}: missing; --via uefi-http boots it (build with --uki)")
+        if options.settings or options.script != NETBOOT_IPXE:
+            raise NetbuildError(f"--set and --script are iPXE's: --via uefi-http boots {NETBOOT_EFI} without iPXE")
         if options.append.strip():
-            raise NetbuildError("--append: the firmware hands netboot.efi no command line; build it with --append")
+            raise NetbuildError(f"--append: the firmware hands {NETBOOT_EFI} no command line; build it with --append")
     elif options.via == "direct":
         for name in DIRECT_FILES:
             if not (directory / name).is_file():
                 raise NetbuildError(f"{directory / name}: missing; --via direct boots {', '.join(DIRECT_FILES)}")
         if options.settings:
             raise NetbuildError("--set sets iPXE variables: it needs --via tftp or --via http")
-        if options.script != DEFAULT_SCRIPT:
+        if options.script != NETBOOT_IPXE:
             raise NetbuildError("--script names the iPXE script to boot: it needs --via tftp or --via http")
     else:
         if Path(options.script).is_absolute() or ".." in Path(options.script).parts:
@@ -238,24 +236,20 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
         command = [options.qemu, "-accel", accel, *_machine(options, directory, tmp)]
         server = None
         if options.via == "uefi-http":
-            server = stack.enter_context(
-                Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
-            ).start()
-            url = f"http://{GUEST_HOST}:{server.port}/{UKI_FILE}"
+            server = _serve(stack, directory, options, log)
+            url = f"http://{GUEST_HOST}:{server.port}/{NETBOOT_EFI}"
             log(f"serving {directory} at {server.url} (the firmware's HTTP Boot fetches {url})")
             # QEMU's DHCP hands out the URL; a UEFI HTTP Boot client takes it from there, no iPXE.
             command += [*_network(None, url, boot=True, option_rom=False), *_HTTP_BOOT_ONLY]
         elif options.via == "direct":
             command += _network(None, None, boot=False)
-            params = (directory / "kernel-params").read_text(encoding="utf-8").strip()
-            command += ["-kernel", str(directory / "bzImage"), "-initrd", str(directory / "initrd"),
+            params = (directory / KERNEL_PARAMS).read_text(encoding="utf-8").strip()
+            command += ["-kernel", str(directory / BZIMAGE), "-initrd", str(directory / INITRD),
                         "-append", " ".join(p for p in (params, options.append.strip()) if p)]
         else:
             script_url = "/".join(quote(part) for part in Path(options.script).parts)
             if options.via == "http":
-                server = stack.enter_context(
-                    Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
-                ).start()
+                server = _serve(stack, directory, options, log)
                 target = f"http://{GUEST_HOST}:{server.port}/{script_url}"
                 log(f"serving {directory} at {server.url} (the guest's {target})")
             else:
@@ -277,6 +271,12 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
             command += _network(tftp_root, target, boot=True, option_rom=not options.uefi)
         command += list(options.qemu_args)
         yield Launch(command=command, accel=accel, server=server)
+
+
+def _serve(stack: ExitStack, directory: Path, options: BootOptions, log: Log) -> Server:
+    """netbuild's HTTP server for the directory on the host's loopback, running while stack lasts."""
+    server = Server([directory], bind="127.0.0.1", port=options.http_port, log=lambda m: log(f"http: {m}"))
+    return stack.enter_context(server).start()
 
 
 def _settings(options: BootOptions) -> list[tuple[str, str]]:
@@ -369,12 +369,12 @@ def boot_memory_of(directory: Path) -> int:
     """What the directory's image needs to boot: manifest.json's statement when netbuild wrote it,
     else the same rule applied to the files, guessing the initrd unpacks to four times its size."""
     try:
-        return int(json.loads((directory / "manifest.json").read_bytes())["memory"]["bootMiB"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_manifest(directory).boot_mib
+    except ManifestError:
         pass
     try:
-        initrd_bytes = (directory / "initrd").stat().st_size
-        init_size = read_header_file(directory / "bzImage").init_size
+        initrd_bytes = (directory / INITRD).stat().st_size
+        init_size = read_header_file(directory / BZIMAGE).init_size
     except (OSError, BzImageError):
         initrd_bytes, init_size = 0, 0
     return boot_memory_mib(kernel_init_size=init_size, initrd_bytes=initrd_bytes, rootfs_bytes=4 * initrd_bytes)

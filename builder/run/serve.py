@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from builder.errors import NetbuildError
+from builder.outcontract import TEXT_FILES
 
 Log = Callable[[str], None]
 
@@ -36,7 +37,6 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # UKI), application/vnd.efi-iso and -img for media; anything else it refuses.
 _CONTENT_TYPES = {".ipxe": "text/plain; charset=utf-8", ".json": "application/json", ".sh": "text/x-shellscript",
                   ".efi": "application/efi", ".iso": "application/vnd.efi-iso", ".img": "application/vnd.efi-img"}
-_TEXT_FILES = {"kernel-params", "registration", "store-paths", "total-nar-size", "SHA256SUMS"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class _Missing(Exception):
 
 
 def _content_type(path: Path) -> str:
-    if path.name in _TEXT_FILES:
+    if path.name in TEXT_FILES:
         return "text/plain; charset=utf-8"
     return _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
 

@@ -17,11 +17,11 @@ from importlib.resources import files
 from pathlib import Path
 
 from builder.errors import NetbuildError
+from builder.filecopy import read_range
 from builder.formats.cpio import CpioWriter
 from builder.stage1.modules import KernelModule
 
 TEMPLATE = "init.sh"
-_CHUNK = 1 << 20
 # What a module path and a kernel release may hold to be spliced into the shell script unquoted.
 _SAFE_WORD = re.compile(r"[A-Za-z0-9._+/,-]+")
 
@@ -50,13 +50,11 @@ def write_stage1(cpio: CpioWriter, *, busybox: Path, modules: Sequence[KernelMod
     size = busybox.stat().st_size
     cpio.regular("bin/busybox", 0o555, size)
     with open(busybox, "rb") as f:
-        left = size
-        while left:
-            chunk = f.read(min(_CHUNK, left))
-            if not chunk:
-                raise NetbuildError(f"{busybox}: shrank while being read")
-            cpio.data(chunk)
-            left -= len(chunk)
+        try:
+            for chunk in read_range(f, size):
+                cpio.data(chunk)
+        except EOFError:
+            raise NetbuildError(f"{busybox}: shrank while being read") from None
     cpio.file("init", 0o555, init_script(modules, release))
     made: set[str] = set()
     for module in modules:

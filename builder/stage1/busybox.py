@@ -14,7 +14,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 
-from builder.closure import STORE_DIR, Closure, StoreFS
+from builder.closure import Closure, StoreFS, owner
 from builder.errors import NetbuildError
 
 BUSYBOX_IN_STORE_PATH = "bin/busybox"
@@ -67,8 +67,7 @@ def busybox_from_closure(closure: Closure, store: StoreFS) -> tuple[str, Path]:
         except NetbuildError as e:
             rejected.append(f"{candidate}: {e}")
             continue
-        owner = "/".join(resolved.split("/")[:4])
-        if not resolved.startswith(STORE_DIR + "/") or owner not in closure:
+        if owner(resolved) not in closure:
             rejected.append(f"{candidate} leads to {resolved}, outside the closure")
             continue
         disk = store.disk_path(resolved)

@@ -7,6 +7,11 @@ An entry never spans two members (the kernel requires whole records in each); an
 for one member gets a member of its own, compressed straight into the segment file as it is read.
 A frame does not depend on where it will sit in the initrd: that is what lets the cache reuse it.
 
+The module is named after what it makes rather than after what it cuts: the glossary's frame
+(builder/__init__.py) is a member just cut, compressed and checked, before it has an offset; only
+the initrd writer, placing it, describes it as a Member (builder/formats/initrd.py), and a cache
+entry's meta lists its "frames". (Not a zstd frame, which is that codec's stream.)
+
 Memory: each thread fills one plain buffer, reused from member to member. Allocating a fresh 16 MiB
 buffer per member costs a page fault per 4 KiB touched (1.5 s of system time for a 700 MB closure
 on a small virtual machine), and letting malloc recycle such blocks fragments the heap.
@@ -20,10 +25,11 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from builder.errors import NetbuildError
-from builder.formats.compress import Compression, CompressionError, compress_member, decompressed_range, open_compressor
+from builder.formats import CHUNK
+from builder.formats.compress import Compression, decompressed_range
 from builder.formats.cpio import HEADER_SIZE, TRAILER_NAME, CpioError, CpioWriter, read_archive
+from builder.formats.streams import CompressionError, compress_member, open_compressor
 
-CHUNK = 1 << 20
 FRAME_TARGET = 16 << 20  # plain bytes per member at most; a larger file is streamed (about 15% slower)
 
 

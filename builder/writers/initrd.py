@@ -32,28 +32,35 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from builder.cache import CacheEntry, SegmentCache
-from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
-from builder.errors import NetbuildError
+from builder.closure import REGISTRATION_PATH, Closure, StoreFS, StorePath, VerifiedPath, store_read_error
+from builder.errors import NetbuildError, is_write_error
 from builder.filecopy import copy_range
+from builder.formats import CHUNK
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
 from builder.formats.initrd import Member
-from builder.formats.nar import NarError, NarHasher, Node, NodeKind, nar_size, read_contents, walk
+from builder.formats.nar import (
+    DIR_MODE,
+    EXEC_MODE,
+    FILE_MODE,
+    NarError,
+    NarHasher,
+    Node,
+    NodeKind,
+    nar_size,
+    read_contents,
+    walk,
+)
 from builder.preinit import preinit_program
+from builder.progress import QUIET, Reporter
 from builder.tempblob import TempBlob
-from builder.writers.frames import CHUNK, Frame, FrameBuilder, entry_size, single_member
+from builder.writers.frames import Frame, FrameBuilder, entry_size, single_member
+from builder.writers.groupcache import cached_paths, group_key, path_identity
 from builder.writers.grouping import group_paths
 from builder.writers.members import InitrdResult, Written
 from builder.writers.registration import registration
-from builder.writers.segments import cached_paths, group_key, path_identity, store_error
 
 GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
-REGISTRATION_NAME = "nix/store/nix-path-registration"
-# Modes are the store's canonical ones: a NAR records only "executable or not", so anything else a
-# copy of the store happens to carry (umask, a cp without -p) is not part of the path's identity.
-DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
-
-Progress = Callable[[int, int], None]  # (store paths done, bytes of the closure done)
 
 
 def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, hasher: NarHasher,
@@ -98,7 +105,9 @@ def pack_store_path(
             builder.entry_done()
         digest, size = hasher.finish()
     except (NarError, CpioError, OSError) as e:
-        raise store_error(sp, e) from None
+        if is_write_error(e):
+            raise  # the initrd or a segment file, not the store: the caller reports it
+        raise store_read_error(sp, e) from None
     return sp.verified(digest, size)
 
 
@@ -190,11 +199,11 @@ class _Assembler:
     """
 
     def __init__(self, out: _Output, store: StoreFS, jobs: int, cache: SegmentCache | None,
-                 report: Callable[[int, int], None]) -> None:  # fmt: skip
+                 done: Callable[[int, int], None]) -> None:  # fmt: skip
         self.out = out
         self.store = store
         self.cache = cache
-        self.report = report  # (paths, bytes) finished; called from any thread
+        self.done = done  # (paths, bytes) finished; called from any thread
         self.jobs = jobs
         self.spool_dir = _spool_dir(out.dest)
 
@@ -240,7 +249,7 @@ class _Assembler:
         builder = FrameBuilder(self.out.comp, segment.file)
 
         def read(n: int) -> None:
-            self.report(0, n)
+            self.done(0, n)
 
         group.verified = [pack_store_path(builder, sp, self.store, read) for sp in group.paths]
         builder.finish()
@@ -254,12 +263,12 @@ class _Assembler:
         with segment.open_blob() as blob:
             if not self.out.segment(blob, described, None):
                 raise NetbuildError("assembling the initrd: a packed segment was shorter than written")
-        segment.keep({
+        segment.appended({
             "frames": described,
             "paths": [{"path": v.path, "narHash": v.nar_hash.hex(), "narSize": v.nar_size} for v in group.verified],
         })
         group.segment = None
-        self.report(len(group.paths), 0)
+        self.done(len(group.paths), 0)
 
     def _append_cached(self, group: _Group) -> None:
         entry = group.entry
@@ -280,7 +289,7 @@ class _Assembler:
             if copied:
                 group.verified = verified
                 group.from_cache = True
-                self.report(len(group.paths), sum(v.nar_size for v in verified))
+                self.done(len(group.paths), sum(v.nar_size for v in verified))
                 return
         # Damaged, inconsistent or gone: pack it again here, in order, before anything after it.
         self._pack(group)
@@ -307,7 +316,7 @@ def write_initrd(
     init: str,
     compression: Compression,
     jobs: int,
-    progress: Progress | None = None,
+    report: Reporter = QUIET,
     cache: SegmentCache | None = None,
     written: Written | None = None,
 ) -> InitrdResult:
@@ -319,7 +328,7 @@ def write_initrd(
         try:
             size = sp.nar_size if sp.nar_size is not None else nar_size(store.disk_path(sp.path))
         except (NarError, OSError) as e:
-            raise store_error(sp, e) from None
+            raise store_read_error(sp, e) from None
         sized.append((sp.path, size))
 
     out = _Output(dest, compression, written)
@@ -327,13 +336,12 @@ def write_initrd(
     done_paths = done_bytes = 0
     lock = threading.Lock()
 
-    def report(n_paths: int, n_bytes: int) -> None:
+    def done(n_paths: int, n_bytes: int) -> None:
         nonlocal done_paths, done_bytes
         with lock:
             done_paths += n_paths
             done_bytes += n_bytes
-            if progress is not None:
-                progress(done_paths, done_bytes)
+            report.progress(done_paths, done_bytes)
 
     groups: list[_Group] = []
     for indexes in group_paths(sized, GROUP_TARGET):
@@ -341,13 +349,13 @@ def write_initrd(
         key = group_key(compression, [path_identity(sp, store) for sp in members]) if cache else None
         entry = cache.lookup(key) if cache is not None and key is not None else None
         groups.append(_Group(len(groups), members, key, sum(sized[i][1] for i in indexes), entry))
-    _Assembler(out, store, max(1, jobs), cache, report).run(groups)
+    _Assembler(out, store, max(1, jobs), cache, done).run(groups)
 
     verified = [v for group in groups for v in group.verified]
     reg = registration(verified)
-    out.single("registration", lambda cpio: cpio.file(REGISTRATION_NAME, FILE_MODE, reg))
+    out.single("registration", lambda cpio: cpio.file(REGISTRATION_PATH.lstrip("/"), FILE_MODE, reg))
     reused = None
     if cache is not None:
         cache.prune()
         reused = (sum(1 for g in groups if g.from_cache), len(groups))
-    return InitrdResult(verified=verified, members=out.members, registration=reg, checked=True, reused=reused)
+    return InitrdResult(verified=verified, members=out.members, registration=reg, reused=reused)

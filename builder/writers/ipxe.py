@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from builder.errors import NetbuildError
+from builder.outcontract import NETBOOT_IPXE
 from builder.resources import data_dir
 from builder.writers.template import Values, substitute
 
@@ -16,6 +17,8 @@ TEMPLATES_DIR = data_dir("ipxe")
 
 
 def render(template: str, values: Values) -> bytes:
+    """ipxe/<template> filled in. The templates of OUT's netboot.ipxe and `netbuild menu`'s menu.ipxe
+    bear the names of the files they become, which builder/outcontract.py holds."""
     path = TEMPLATES_DIR / template
     try:
         text = path.read_text(encoding="utf-8")
@@ -33,7 +36,7 @@ def base_prefix(base_url: str | None) -> str:
 
 def netboot_script(*, cmdline: str, base_url: str | None, toplevel: str | None, description: str) -> bytes:
     return render(
-        "netboot.ipxe",
+        NETBOOT_IPXE,
         {
             "base": base_prefix(base_url),
             "cmdline": cmdline,

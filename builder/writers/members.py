@@ -22,9 +22,6 @@ class InitrdResult:
     verified: list[VerifiedPath]  # every store path with the NAR hash and size read from disk
     members: list[Member]  # in file order from offset 0; only NUL padding may lie between two members
     registration: bytes  # the nix-path-registration shipped in the initrd
-    # True when the writer decompressed and parsed every member as it made it and recorded each
-    # member's sha256: the self-check then need only confirm the file holds those bytes.
-    checked: bool = False
     reused: tuple[int, int] | None = None  # (groups taken from the cache, groups), when a cache was used
 
     @property

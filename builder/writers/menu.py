@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -23,14 +22,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from builder.errors import NetbuildError
+from builder.outcontract import MENU_IPXE, NETBOOT_IPXE, ManifestError, entry_script, mode_of, read_manifest
 from builder.writers.ipxe import base_prefix, netboot_script, render
 
 if TYPE_CHECKING:  # builder.plan imports this module for ENTRY_NAME and MAIN_ENTRY
     from builder.plan import Menu
 
-MENU_NAME = "menu.ipxe"
-SCRIPT_NAME = "netboot.ipxe"
-MENU_MODE = 0o644
 # Becomes an iPXE label, a menu item, the value of the menu's variable and part of a file name:
 # nothing iPXE would parse, no '/'.
 ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -51,13 +48,13 @@ class MenuKind:
 
 
 IMAGES = MenuKind(variable="netbuild-image", noun="image", choice="one of several netbuild images",
-                  entry_script="that image's own netboot.ipxe", naming="an image's name", menu_script=MENU_NAME,
+                  entry_script="that image's own netboot.ipxe", naming="an image's name", menu_script=MENU_IPXE,
                   timeout_note=" (0: wait for a choice)")
 SPECIALISATIONS = MenuKind(variable="netbuild-specialisation", noun="specialisation",
                            choice="the system or one of its specialisations",
                            entry_script="that system's own netboot-<name>.ipxe",
                            naming=f"a specialisation's name (or {MAIN_ENTRY}: the system itself)",
-                           menu_script=SCRIPT_NAME, timeout_note="")
+                           menu_script=NETBOOT_IPXE, timeout_note="")
 _STORE_NAME = re.compile(r"/nix/store/[0-9a-z]{32}-(.*)")
 
 
@@ -70,28 +67,28 @@ class MenuImage:
 
 def describe_image(out: Path, menu_dir: Path, base_url: str | None) -> MenuImage:
     """The menu entry for the netbuild output `out`, for a menu written into `menu_dir`."""
-    if not (out / SCRIPT_NAME).is_file():
-        raise NetbuildError(f"{out}: no {SCRIPT_NAME} here; pass directories written by `netbuild CLOSURE -o DIR`")
+    if not (out / NETBOOT_IPXE).is_file():
+        raise NetbuildError(f"{out}: no {NETBOOT_IPXE} here; pass directories written by `netbuild CLOSURE -o DIR`")
     name = out.resolve().name
     if not ENTRY_NAME.fullmatch(name):
         raise NetbuildError(
             f"{out}: the directory's name {name!r} becomes the menu entry and must be letters, digits, '.', '_' "
             "or '-' (starting with a letter or digit); rename the directory"
         )
-    relative = Path(os.path.relpath(out.resolve(), menu_dir.resolve())) / SCRIPT_NAME
+    relative = Path(os.path.relpath(out.resolve(), menu_dir.resolve())) / NETBOOT_IPXE
     script = base_prefix(base_url) + "/".join(quote(part) for part in relative.parts)
     return MenuImage(name=name, script=script, summary=_summary(out))
 
 
 def _summary(out: Path) -> str:
     try:
-        manifest = json.loads((out / "manifest.json").read_bytes())
-        toplevel = manifest["inputs"]["toplevel"] or manifest["inputs"]["init"]
-        recipe = manifest["recipe"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(out)
+        toplevel = manifest.toplevel or manifest.init
+        recipe = manifest.recipe
+    except ManifestError:
         return "netbuild image"
-    match = _STORE_NAME.fullmatch(str(toplevel))
-    what = match.group(1) if match else str(toplevel)
+    match = _STORE_NAME.fullmatch(toplevel)
+    what = match.group(1) if match else toplevel
     return f"{what} ({recipe})"
 
 
@@ -120,7 +117,7 @@ def render_menu(
 ) -> bytes:
     """ipxe/menu.ipxe over `entries` (checked by the caller), `default` booted after `timeout_s`."""
     return render(
-        MENU_NAME,
+        MENU_IPXE,
         {
             "description": description,
             "title": title,
@@ -139,10 +136,6 @@ def render_menu(
     )
 
 
-def entry_script_name(name: str) -> str:
-    return f"netboot-{name}.ipxe"
-
-
 def netboot_scripts(
     *, cmdline: str, base_url: str | None, toplevel: str | None, description: str, menu: Menu | None
 ) -> dict[str, bytes]:
@@ -150,33 +143,33 @@ def netboot_scripts(
     and beside it one netboot-<name>.ipxe per entry (the main system's is what netboot.ipxe would be
     without the menu)."""
     if menu is None:
-        return {SCRIPT_NAME: netboot_script(cmdline=cmdline, base_url=base_url, toplevel=toplevel,
+        return {NETBOOT_IPXE: netboot_script(cmdline=cmdline, base_url=base_url, toplevel=toplevel,
                                             description=description)}
     scripts = {
-        entry_script_name(entry.name): netboot_script(cmdline=entry.cmdline, base_url=base_url,
+        entry_script(entry.name): netboot_script(cmdline=entry.cmdline, base_url=base_url,
                                                       toplevel=entry.toplevel, description=description)
         for entry in menu.entries
     }
-    images = [MenuImage(name=entry.name, script=base_prefix(base_url) + entry_script_name(entry.name),
+    images = [MenuImage(name=entry.name, script=base_prefix(base_url) + entry_script(entry.name),
                         summary=entry.label) for entry in menu.entries]
     listing = render_menu(SPECIALISATIONS, images, default=MAIN_ENTRY, timeout_s=menu.timeout_s, title=menu.title,
                           description=description)
-    return {SCRIPT_NAME: listing, **scripts}
+    return {NETBOOT_IPXE: listing, **scripts}
 
 
 def write_menu(menu_dir: Path, script: bytes) -> Path:
     """Write DIR/menu.ipxe in one step (a server never sees half a menu); other files stay as they are."""
     try:
         menu_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{MENU_NAME}.", dir=menu_dir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{MENU_IPXE}.", dir=menu_dir)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(script)
-            os.chmod(tmp, MENU_MODE)  # served to other machines, whatever the umask
-            os.replace(tmp, menu_dir / MENU_NAME)
+            os.chmod(tmp, mode_of(MENU_IPXE))  # served to other machines, whatever the umask
+            os.replace(tmp, menu_dir / MENU_IPXE)
         except BaseException:
             os.unlink(tmp)
             raise
     except OSError as e:
-        raise NetbuildError(f"writing {menu_dir / MENU_NAME}: {e.strerror}") from None
-    return menu_dir / MENU_NAME
+        raise NetbuildError(f"writing {menu_dir / MENU_IPXE}: {e.strerror}") from None
+    return menu_dir / MENU_IPXE

@@ -13,8 +13,6 @@ from builder.errors import NetbuildError
 from builder.run.memory import default_memory_mib
 from builder.writers.template import substitute
 
-NAME = "run-qemu"
-MODE = 0o755  # executable, unlike every other artifact
 TEMPLATE = Path(__file__).resolve().parent.parent / "run" / "run-qemu.sh"
 
 

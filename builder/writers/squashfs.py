@@ -30,25 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
-from builder.errors import NetbuildError
-from builder.formats.nar import NarError, NarHasher, NodeKind, read_contents, walk
+from builder.closure import REGISTRATION_FILE, Closure, StoreFS, StorePath, VerifiedPath, store_read_error
+from builder.errors import NetbuildError, is_write_error
+from builder.formats import CHUNK
+from builder.formats.nar import DIR_MODE, EXEC_MODE, FILE_MODE, NarError, NarHasher, NodeKind, read_contents, walk
+from builder.progress import QUIET, Reporter
 from builder.writers.registration import registration
 
 MKSQUASHFS = "mksquashfs"
-REGISTRATION_NAME = "nix-path-registration"
 BLOCK_SIZE = "1M"  # as nixpkgs' make-squashfs: better compression than the 128K default
 STORE_MTIME = 1
-DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
-_CHUNK = 1 << 20
 _BLOCK = tarfile.BLOCKSIZE
 
 # Codec → the levels mksquashfs accepts with -Xcompression-level (None: it takes no level).
 SQUASHFS_LEVELS: dict[str, range | None] = {"zstd": range(1, 23), "gzip": range(1, 10), "xz": None, "lz4": None,
                                             "lzo": None}
 _CHOICES = "zstd[:1-22], gzip[:1-9], xz, lz4 or lzo"
-
-Progress = Callable[[int, int], None]  # (store paths done, bytes read)
 
 
 class SquashfsSpecError(ValueError):
@@ -166,18 +163,16 @@ def _stream_store_path(
                 tar.symlink(name, node.target)
             else:
                 tar.regular(name, node.executable, node.size)
-                for chunk in read_contents(node, _CHUNK):
+                for chunk in read_contents(node, CHUNK):
                     tar.data(chunk)
                     hasher.data(chunk)
                     read_bytes(len(chunk))
                 tar.end_file(node.size)
         digest, size = hasher.finish()
-    except NarError as e:
-        raise NetbuildError(f"{sp.path}: {e}") from None
-    except OSError as e:
-        if e.filename is None:
+    except (NarError, OSError) as e:
+        if is_write_error(e):
             raise  # the pipe to mksquashfs, not the store: the caller reports it
-        raise NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}") from None
+        raise store_read_error(sp, e) from None
     return sp.verified(digest, size)
 
 
@@ -188,7 +183,7 @@ def write_image(
     store: StoreFS,
     compression: SquashfsCompression,
     jobs: int,
-    progress: Progress | None = None,
+    report: Reporter = QUIET,
 ) -> SquashfsImage:
     """Make the squashfs image of the closure at `image` (created or replaced)."""
     started = time.monotonic()
@@ -215,10 +210,9 @@ def write_image(
             tar = _TarStream(proc.stdin)
             for index, sp in enumerate(closure, start=1):
                 verified.append(_stream_store_path(tar, sp, store, count))
-                if progress is not None:
-                    progress(index, done_bytes)
+                report.progress(index, done_bytes)
             reg = registration(verified)
-            tar.file(REGISTRATION_NAME, reg)
+            tar.file(REGISTRATION_FILE, reg)
             tar.close()
             proc.stdin.close()
             finished = True

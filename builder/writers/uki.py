@@ -18,15 +18,15 @@ from pathlib import Path
 
 from builder.closure import Closure, StoreFS
 from builder.errors import NetbuildError
+from builder.filecopy import read_range
+from builder.formats import CHUNK
 from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections, read_sections, size_of_image
+from builder.outcontract import NETBOOT_EFI
 from builder.writers.signing import Signing, check_signing
 
-UKI_NAME = "netboot.efi"
-UKI_SCRIPT = "netboot-uki.ipxe"  # iPXE on UEFI: chain netboot.efi with its command line
 # systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it.
 STUB_IN_SYSTEMD = "lib/systemd/boot/efi/linuxx64.efi.stub"
 HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def write_uki(dest: Path, *, stub: Stub, kernel: Path, initrd: Path, cmdline: st
                 out.write(source)
             else:
                 with open(source, "rb") as f:
-                    shutil.copyfileobj(f, out, _CHUNK)
+                    shutil.copyfileobj(f, out, CHUNK)
             out.write(b"\0" * (section.raw_size - section.size))
     check_uki(dest, sources, placed)
     return UkiResult(sections=placed, stub=stub)
@@ -128,7 +128,7 @@ def _digest(source: bytes | Path) -> str:
         return hashlib.sha256(source).hexdigest()
     h = hashlib.sha256()
     with open(source, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
@@ -137,12 +137,11 @@ def section_digest(path: Path, offset: int, size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         f.seek(offset)
-        while size:
-            chunk = f.read(min(size, _CHUNK))
-            if not chunk:
-                raise NetbuildError(f"{path}: ends inside a section")
-            h.update(chunk)
-            size -= len(chunk)
+        try:
+            for chunk in read_range(f, size):
+                h.update(chunk)
+        except EOFError:
+            raise NetbuildError(f"{path}: ends inside a section") from None
     return h.hexdigest()
 
 
@@ -177,4 +176,4 @@ def _what(source: bytes | Path) -> str:
 
 def check_uki_in(out: Path, kernel: Path, initrd: Path, cmdline: str) -> None:
     """An OUT's netboot.efi holds OUT's kernel, initrd and command line (netbuild check)."""
-    check_uki(out / UKI_NAME, [(".cmdline", cmdline.encode()), (".initrd", initrd), (".linux", kernel)])
+    check_uki(out / NETBOOT_EFI, [(".cmdline", cmdline.encode()), (".initrd", initrd), (".linux", kernel)])

@@ -12,7 +12,7 @@ import pytest
 
 from builder.checks.selfcheck import check_initrd
 from builder.errors import NetbuildError
-from builder.writers.members import Member
+from builder.formats.initrd import Member
 
 pytestmark = pytest.mark.nix
 

@@ -21,7 +21,7 @@ from builder.checks.preflight import check_initrd_size
 from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import parse_compression
-from builder.layouts import initramfs
+from builder.layouts.initramfs import INITRAMFS as initramfs
 from builder.plan import Options, make_plan
 from builder.recipe import load_recipe
 
@@ -303,7 +303,7 @@ def test_initrd_past_initrd_addr_max_is_refused_and_cannot_be_loaded(big, run_ne
     initrd = tmp_path / "initrd"
     try:
         with open(initrd, "wb") as f:
-            initramfs.write(f, plan, None, progress=None, log=lambda _: None)
+            initramfs.write(f, plan, None)
         size = initrd.stat().st_size
         assert size > plan.kernel.header.initrd_addr_max + 1
         with pytest.raises(NetbuildError, match=f"the initrd is {size} bytes but"):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RunNetbuild, SystemClosure
+from support.closure import paths
 from support.digest import digest_of_lines, explain_mismatch, store_lines
 from support.kmods import installed_file, plain_bytes
 from support.qemu import boot, kernel_release, parse_digest, parse_entries
@@ -347,14 +348,14 @@ def test_image_of_a_hand_made_store(tmp_path: Path) -> None:
     for sp in closure:
         assert nar_sha256(root / sp.basename) == nar_sha256(tmp_path / "store" / sp.path.lstrip("/")), sp.path
     assert (root / "nix-path-registration").read_bytes() == made.registration
-    assert stat.S_IMODE((root / closure.paths[0].split("/")[-1] / "private").stat().st_mode) == 0o444
-    assert stat.S_IMODE((root / closure.paths[0].split("/")[-1] / "bin" / "run").stat().st_mode) == 0o555
+    assert stat.S_IMODE((root / paths(closure)[0].split("/")[-1] / "private").stat().st_mode) == 0o444
+    assert stat.S_IMODE((root / paths(closure)[0].split("/")[-1] / "bin" / "run").stat().st_mode) == 0o555
 
 
 def test_image_writer_refusals(tmp_path: Path) -> None:
     closure = hand_made_store(tmp_path / "store")
-    first = closure.paths[0]
-    wrong = Closure([StorePath(first, b"\0" * 32, closure[first].nar_size, ()), closure[closure.paths[1]]],
+    first = paths(closure)[0]
+    wrong = Closure([StorePath(first, b"\0" * 32, closure[first].nar_size, ()), closure[paths(closure)[1]]],
                     source="test")
     with pytest.raises(NetbuildError, match=rf"^{first}: NAR hash mismatch: the closure says sha256:0+, the files"):
         write_image(tmp_path / "image", closure=wrong, store=StoreFS(tmp_path / "store"),

@@ -18,7 +18,7 @@ from builder.bootspec import BOOTSPEC_V1, SPECIALISATION_V1
 from builder.closure import Closure, StorePath
 from builder.errors import NetbuildError
 from builder.formats.cpio import CpioWriter
-from builder.layouts import squashfs
+from builder.layouts.squashfs import SQUASHFS as squashfs
 from builder.plan import BootPlan, Options, make_plan
 from builder.recipe import load_recipe
 from builder.stage1.toplevel import ToplevelStage1

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.closure import paths, requisites
 
 from builder.closure import Closure, StoreFS, StorePath, load_closure, validate_store_path
 from builder.errors import NetbuildError
@@ -34,7 +35,7 @@ def test_three_forms_give_the_same_closure() -> None:
     attrs = {"closure": [dict(e, narHash=format_nix32(DIGEST_A if e["path"] == A else DIGEST_B)) for e in list_form()]}
     for other in (parse(obj), parse(attrs)):
         assert list(other) == list(from_list)
-    assert from_list.paths == [A, B]
+    assert paths(from_list) == [A, B]
     assert from_list[A].references == (A, B)  # sorted, self-reference kept
     assert from_list[A].nar_hash == DIGEST_A
 
@@ -59,7 +60,7 @@ def test_missing_hash_and_size_are_allowed() -> None:
 def test_roots_are_the_unreferenced_paths() -> None:
     closure = parse(list_form())
     assert closure.roots() == [A]
-    assert closure.requisites(A) == {A, B}
+    assert requisites(closure, A) == {A, B}
 
 
 @pytest.mark.parametrize(

@@ -15,19 +15,8 @@ import pytest
 import zstandard
 from support.qemu import find_kernel, kernel_release
 
-from builder.formats.compress import (
-    CODECS,
-    NONE,
-    WRITTEN,
-    ZSTD,
-    ByteRange,
-    Compression,
-    CompressionError,
-    compress_member,
-    detect,
-    open_compressor,
-    parse_compression,
-)
+from builder.formats.compress import CODECS, NONE, WRITTEN, ZSTD, Compression, detect, parse_compression
+from builder.formats.streams import ByteRange, CompressionError, compress_member, open_compressor
 
 BUILDER = Path(__file__).resolve().parents[2] / "builder"
 rng = random.Random(5)

@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from support.codecs import decompress_member
 
-from builder.formats.compress import (
-    DEFAULT_LEVELS,
-    MAGICS,
-    Compression,
-    CompressionError,
-    decompress_member,
-    detect,
-    open_compressor,
-    parse_compression,
-)
+from builder.formats.compress import DEFAULT_LEVELS, MAGICS, Compression, detect, parse_compression
+from builder.formats.streams import CompressionError, open_compressor
 
 
 def mixed_data(size_mib: int = 3, seed: int = 7) -> bytes:
@@ -125,7 +118,8 @@ def test_output_is_deterministic_across_runs_and_processes(spec: str) -> None:
     here = compress(spec, data)
     assert compress(spec, data, chunk=4096) == here  # chunking must not matter either
     script = (
-        "import sys; from builder.formats.compress import open_compressor, parse_compression\n"
+        "import sys; from builder.formats.compress import parse_compression\n"
+        "from builder.formats.streams import open_compressor\n"
         f"c = open_compressor(parse_compression({spec!r}), sys.stdout.buffer.write, threads=3)\n"
         "c.write(sys.stdin.buffer.read()); c.close()"
     )

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from test_stage1_toplevel import gnu_cpio
 
-from builder.formats.compress import CODECS, NONE, ByteRange, CompressionError, parse_compression
+from builder.formats.compress import CODECS, NONE, parse_compression
 from builder.formats.cpio import CpioWriter
 from builder.formats.initrd import InitrdReader, Member, open_member
+from builder.formats.streams import ByteRange, CompressionError
 from builder.stage1.toplevel import read_members
 from builder.writers.frames import single_member
 

@@ -15,9 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support.kconfig import embedded_config
 from support.qemu import find_kernel, kernel_release
 
-from builder.formats.kconfig import config_beside, embedded_config, parse_config, payload, read_config_file
+from builder.formats.kconfig import config_beside, parse_config, payload, read_config_file
 
 pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
 

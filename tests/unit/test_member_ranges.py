@@ -11,15 +11,10 @@ from typing import BinaryIO
 
 import pytest
 import zstandard
+from support.codecs import zstd_frame_size
 
-from builder.formats.compress import (
-    Compression,
-    CompressionError,
-    compress_member,
-    decompressed_range,
-    parse_compression,
-    zstd_frame_size,
-)
+from builder.formats.compress import Compression, decompressed_range, parse_compression
+from builder.formats.streams import CompressionError, compress_member
 
 CODECS = ("zstd", "gzip", "xz", "none")
 COMPRESSED = ("zstd", "gzip", "xz")

@@ -10,10 +10,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from support.initrd import check_written_members
 
 import builder.writers.initrd as initrd_writer
 from builder.cache import SegmentCache, cache_key
-from builder.checks.written import DamagedMembers, check_written_members
+from builder.checks.written import DamagedMembers
 from builder.closure import Closure, StoreFS, StorePath
 from builder.errors import NetbuildError
 from builder.formats.compress import parse_compression
@@ -26,7 +27,7 @@ def _commit(cache: SegmentCache, key: str, blob: bytes) -> None:
     writer = cache.writer(key)
     assert writer.file is not None
     writer.file.write(blob)
-    writer.keep({"frames": [], "paths": []})
+    writer.appended({"frames": [], "paths": []})
 
 
 def _read(cache: SegmentCache, key: str) -> bytes | None:

@@ -1,6 +1,7 @@
-"""What the cache knows of a group of store paths: its key (the paths' NAR hashes and the writer's
-settings), and the NAR hashes it was packed from; and how a failure reading the store is told.
-Where a packed group waits for its turn in the initrd is a TempBlob (builder/tempblob.py).
+"""A group's entry in the segment cache, as the whole-store writer makes and reads it: its key
+(the store paths' identities and the writer's settings) and the NAR hashes and sizes of the paths
+it was packed from. Where a packed group waits for its turn in the initrd is a TempBlob
+(builder/tempblob.py); the entry's bytes are its segment (builder/cache.py keeps them).
 """
 
 from __future__ import annotations
@@ -11,24 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from builder.cache import CacheEntry, cache_key
-from builder.closure import StoreFS, StorePath, VerifiedPath
-from builder.errors import NetbuildError
-from builder.formats.compress import Compression
-from builder.formats.members import codec_version
+from builder.closure import StoreFS, StorePath, VerifiedPath, store_read_error
+from builder.formats import CHUNK
+from builder.formats.compress import Compression, codec_version
 from builder.formats.nar import NarError, walk
 from builder.writers import frames
-from builder.writers.frames import CHUNK
 
 WRITER_FORMAT = 1  # bump when the bytes written for the same input change
-
-
-def store_error(sp: StorePath, e: Exception) -> NetbuildError:
-    """A failure reading sp from the store, as the one-line error naming it."""
-    if isinstance(e, OSError):
-        if e.filename is None:
-            raise e  # writing failed, not reading the store: the caller reports it
-        return NetbuildError(f"{sp.path}: cannot read {os.fsdecode(e.filename)}: {e.strerror}")
-    return NetbuildError(f"{sp.path}: {e}")
 
 
 def path_identity(sp: StorePath, store: StoreFS) -> list[Any]:
@@ -43,7 +33,7 @@ def path_identity(sp: StorePath, store: StoreFS) -> list[Any]:
             digest.update(repr((node.relpath, node.kind.value, node.executable, node.size, node.target,
                                 st.st_mtime_ns, st.st_ctime_ns, st.st_ino)).encode())
     except (NarError, OSError) as e:
-        raise store_error(sp, e) from None
+        raise store_read_error(sp, e) from None
     return [sp.path, None, digest.hexdigest()]
 
 
