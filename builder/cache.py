@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from builder.errors import NetbuildError
 from builder.tempblob import TempBlob
@@ -179,7 +179,7 @@ def _read_meta(file: BinaryIO, key: str) -> dict[str, Any] | None:
             return None
         if meta.get("blob_size") != end - _FOOTER.size - length:
             return None
-        return meta  # type: ignore[no-any-return]
+        return cast(dict[str, Any], meta)  # json.loads is untyped; the checks above make it this
     except (OSError, ValueError, struct.error):
         return None
 

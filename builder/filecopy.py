@@ -65,6 +65,7 @@ def _copy_by_reading(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) 
     view = memoryview(buffer)
     copied = 0
     while copied < size:
+        # Every file opened in binary mode has readinto; typing's BinaryIO does not declare it.
         got = src.readinto(view[: min(len(buffer), size - copied)])  # type: ignore[attr-defined]
         if not got:
             break

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 from builder.cache import memoized
@@ -46,5 +47,5 @@ def store_rootfs_bytes(store: StoreFS, paths: Iterable[VerifiedPath], cache_dir:
     total = 0
     for sp in paths:
         disk = store.disk_path(sp.path)
-        total += int(memoized(cache_dir, _MEMO, [sp.path, sp.nar_hash_nix32], lambda disk=disk: _walk(disk)))
+        total += int(memoized(cache_dir, _MEMO, [sp.path, sp.nar_hash_nix32], partial(_walk, disk)))
     return total

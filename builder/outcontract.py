@@ -74,7 +74,7 @@ MODES: Mapping[str, int] = {
     NETBOOT_EFI: ARTIFACT_MODE, NETBOOT_UKI_IPXE: ARTIFACT_MODE, RUN_QEMU: PROGRAM_MODE,
     REGISTRATION: ARTIFACT_MODE, STORE_PATHS: ARTIFACT_MODE,
     TOTAL_NAR_SIZE: ARTIFACT_MODE, MANIFEST: ARTIFACT_MODE, SHA256SUMS: ARTIFACT_MODE, MENU_IPXE: ARTIFACT_MODE,
-}  # fmt: skip
+}
 # The files that are text without a suffix saying so (what `netbuild serve` answers as text/plain).
 TEXT_FILES = frozenset({KERNEL_PARAMS, REGISTRATION, STORE_PATHS, TOTAL_NAR_SIZE, SHA256SUMS})
 
@@ -302,7 +302,7 @@ class Manifest:
         value = fields.get(key)
         if key not in fields or not (isinstance(value, str) or (optional and value is None)):
             raise _failed(self.file, f"{section}.{key} is missing or not a string")
-        return value  # type: ignore[no-any-return]
+        return value
 
 
 def read_manifest(out: Path) -> Manifest:

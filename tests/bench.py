@@ -67,7 +67,7 @@ class Results:
 
 
 def measured(cmd: list[str], *, cwd: Path | None = None, stdin: Path | None = None, stdout: Path | None = None,
-             env: dict[str, str] | None = None, shell: bool = False) -> Run:  # fmt: skip
+             env: dict[str, str] | None = None, shell: bool = False) -> Run:
     """Run a command; wall time and the peak resident memory of its largest process."""
     start = time.perf_counter()
     with open(stdin or os.devnull, "rb") as fin, open(stdout or os.devnull, "wb") as fout:

@@ -16,13 +16,14 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 ELF_MAGIC = b"\x7fELF"
 # Where glibc's loader looks last, when neither RPATH nor RUNPATH had the library (and there is no
 # /etc/ld.so.cache in a store-only image). Debian's multiarch directories come first.
 DEFAULT_LIBRARY_DIRS = (
     "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib",
-)  # fmt: skip
+)
 # Machines an x86-64 kernel can execute (i386 through IA32 emulation).
 X86_MACHINES = ("EM_X86_64", "EM_386")
 
@@ -56,19 +57,21 @@ def read_elf(path: Path) -> ElfInfo:
             runpath: list[str] = []
             soname = None
             for segment in elf.iter_segments():
-                if segment["p_type"] == "PT_INTERP":
+                if isinstance(segment, InterpSegment):
                     interpreter = segment.get_interp_name()
                 elif isinstance(segment, DynamicSegment):
                     for tag in segment.iter_tags():
+                        # pyelftools sets needed/rpath/runpath/soname on a tag at run time, by its
+                        # kind: its type information cannot know them, hence the ignores.
                         kind = tag.entry.d_tag
                         if kind == "DT_NEEDED":
-                            needed.append(tag.needed)
+                            needed.append(tag.needed)  # type: ignore[attr-defined]
                         elif kind == "DT_RPATH":
-                            rpath.extend(_split_path_list(tag.rpath))
+                            rpath.extend(_split_path_list(tag.rpath))  # type: ignore[attr-defined]
                         elif kind == "DT_RUNPATH":
-                            runpath.extend(_split_path_list(tag.runpath))
+                            runpath.extend(_split_path_list(tag.runpath))  # type: ignore[attr-defined]
                         elif kind == "DT_SONAME":
-                            soname = tag.soname
+                            soname = tag.soname  # type: ignore[attr-defined]
             return ElfInfo(
                 machine=str(elf["e_machine"]),
                 interpreter=interpreter,
@@ -137,7 +140,7 @@ def missing_libraries(
         # An object with DT_RUNPATH ignores every DT_RPATH, its own and its loaders'.
         directories = (
             *(() if obj.info.runpath else chain_rpath), *_expanded(obj.info.runpath, origin), *DEFAULT_LIBRARY_DIRS,
-        )  # fmt: skip
+        )
         for name in obj.info.needed:
             if name in names_done:
                 continue

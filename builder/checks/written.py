@@ -63,7 +63,7 @@ class WrittenCheck:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:  # fmt: skip
+                 traceback: TracebackType | None) -> None:
         self.close()
 
     def written(self, members: Sequence[Member]) -> None:

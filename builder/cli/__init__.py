@@ -21,7 +21,7 @@ _COMMAND_MODULES = {
     "build": "build", "recipes": "build",
     "boot": "netboot", "serve": "netboot", "menu": "netboot",
     "check": "look", "inspect": "look", "diff": "look", "size": "look",
-}  # fmt: skip
+}
 
 MAIN_HELP = """Turn a Nix store-path closure into netboot artifacts.
 
@@ -52,7 +52,8 @@ class _MainJobGroup(click.Group):
         if module_name is None:
             return None
         module = importlib.import_module(f"builder.cli.{module_name}")
-        return next(c for c in module.COMMANDS if c.name == cmd_name)
+        command: click.Command = next(c for c in module.COMMANDS if c.name == cmd_name)
+        return command
 
 
 @click.group(cls=_MainJobGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"]})

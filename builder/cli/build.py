@@ -12,7 +12,7 @@ from builder.build import BuildResult, build
 from builder.cache import DEFAULT_MAX_BYTES, default_cache_dir
 from builder.closure import load_closure
 from builder.errors import NetbuildError
-from builder.formats.compress import parse_compression
+from builder.formats.compress import Compression, parse_compression
 from builder.formats.streams import CompressionError
 from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
@@ -36,7 +36,7 @@ def _size(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
     return int(number) * _SIZE_SUFFIXES[suffix]
 
 
-def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None):  # type: ignore[no-untyped-def]
+def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Compression | None:
     if value is None:
         return None
     try:
@@ -113,7 +113,7 @@ def build_command(
     append: tuple[str, ...],
     specialisation: str | None,
     menu_timeout: int,
-    compress,  # type: ignore[no-untyped-def]
+    compress: Compression | None,
     store_root: Path,
     base_url: str | None,
     jobs: int,

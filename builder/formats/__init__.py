@@ -8,3 +8,6 @@ packed bytes were made with.
 """
 
 CHUNK = 1 << 20
+
+# Bytes as the writers and readers pass them around: copied (bytes) or not (bytearray, memoryview).
+Buffer = bytes | bytearray | memoryview

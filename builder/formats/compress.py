@@ -27,12 +27,11 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 from builder.formats.cpio import CRC_MAGIC
 from builder.formats.cpio import MAGIC as CPIO_MAGIC
 from builder.formats.framing import lz4_legacy_size, lzo_size, zstd_frame_size
 from builder.formats.streams import (
-    Buffer,
     ByteRange,
     CompressionError,
     Decoder,
@@ -141,6 +140,7 @@ class _Zstd(Codec):
         level-10 context is 20 MiB to allocate and zero, and every member starts afresh in it; a
         number (one member compressed on several cores) is the multi-threaded mode, one worker at
         least, even when asked for 0."""
+        level = level if level is not None else self.default_level
         if threads is not None:
             return zstandard.ZstdCompressor(level=level, threads=max(1, threads), **self._SETTINGS)
         cached = getattr(_contexts, "zstd", None)
@@ -158,14 +158,16 @@ class _Zstd(Codec):
 
     def decoder(self) -> Decoder:
         # The default decompressor caps the window at 128 MiB, the kernel's own limit.
-        return zstandard.ZstdDecompressor().decompressobj()  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().decompressobj()
 
     def decode_range(self, window: ByteRange, buffer: bytearray) -> Iterator[memoryview]:
         view = memoryview(buffer)
         try:
             if self.frame_size(window.read_at) != len(window):
                 raise _error(self.name, "the frame does not end where the member does")
-            reader = _zstd_decompressor().stream_reader(window, read_size=CHUNK, read_across_frames=False)
+            # A ByteRange reads like a file (read, readinto), which is all stream_reader asks of one.
+            reader = _zstd_decompressor().stream_reader(window, read_size=CHUNK,  # type: ignore[arg-type]
+                                                        read_across_frames=False)
             while got := reader.readinto(view):
                 yield view[:got]
         except zstandard.ZstdError as e:
@@ -251,7 +253,7 @@ class _Bzip2(Codec):
     rd_option = "CONFIG_RD_BZIP2"
 
     def decoder(self) -> Decoder:
-        return bz2.BZ2Decompressor()  # type: ignore[return-value]
+        return bz2.BZ2Decompressor()
 
 
 class _None(Codec):

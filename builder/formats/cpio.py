@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 
 MAGIC = b"070701"
 CRC_MAGIC = b"070702"
@@ -22,7 +22,7 @@ _PERMISSION_BITS = 0o7777
 _FIELD_NAMES = (
     "ino", "mode", "uid", "gid", "nlink", "mtime", "filesize",
     "devmajor", "devminor", "rdevmajor", "rdevminor", "namesize", "check",
-)  # fmt: skip
+)
 _HEX_FIELD = re.compile(rb"[0-9a-fA-F]{8}")
 _HEX_FIELDS = re.compile(rb"[0-9a-fA-F]{104}")  # the 13 fields of a header, after its magic
 _FIELDS = struct.Struct(">13I")
@@ -62,7 +62,7 @@ class CpioWriter:
     Every entry gets nlink 1 and its own data: the kernel then never has to match hard links.
     """
 
-    def __init__(self, write: Callable[[bytes | memoryview], None], *, mtime: int = 1, first_inode: int = 1) -> None:
+    def __init__(self, write: Callable[[Buffer], None], *, mtime: int = 1, first_inode: int = 1) -> None:
         if not 0 <= mtime <= _MAX_FIELD:
             raise CpioError(f"mtime {mtime} does not fit the 32-bit cpio field")
         if not 0 <= first_inode <= _MAX_FIELD:
@@ -87,14 +87,14 @@ class CpioWriter:
         """Bytes written so far."""
         return self._offset
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def _write(self, data: Buffer) -> None:
         self._offset += len(data)
         self._write_raw(data)
 
     def _header(
         self, name: str, raw_name: bytes, mode: int, size: int, *, nlink: int = 1, ino: int | None = None,
         mtime: int | None = None, rdev: tuple[int, int] = (0, 0),
-    ) -> bytes:  # fmt: skip
+    ) -> bytes:
         if size > MAX_FILE_SIZE:
             raise CpioError(f"{name}: {size} bytes is too large for cpio newc (4 GiB limit)")
         if ino is None:
@@ -105,7 +105,7 @@ class CpioWriter:
         fields = (
             ino, mode, 0, 0, nlink, self._mtime if mtime is None else mtime, size,
             0, 0, rdev[0], rdev[1], len(raw_name) + 1, 0,
-        )  # fmt: skip
+        )
         header = _HEADER_FIELDS % fields + raw_name + b"\0"  # one format for all 13 fields
         return header + _pad4(self._offset + len(header))
 
@@ -136,7 +136,7 @@ class CpioWriter:
         if size:
             self._file_name, self._remaining, self._file_size = name, size, size
 
-    def data(self, chunk: bytes | memoryview) -> None:
+    def data(self, chunk: Buffer) -> None:
         if not chunk:
             return
         if self._file_name is None or len(chunk) > self._remaining:

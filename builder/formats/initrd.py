@@ -20,9 +20,9 @@ words member, archive, codec and stream are the glossary's, in builder/__init__.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from builder.formats import CHUNK
 from builder.formats.compress import CODECS, NONE, Codec, detect
@@ -62,15 +62,15 @@ class Member:
         return doc
 
     @classmethod
-    def from_json(cls, doc: dict[str, object]) -> Member:
+    def from_json(cls, doc: Mapping[str, Any]) -> Member:
         return cls(
             role=str(doc["role"]),
-            offset=int(doc["offset"]),  # type: ignore[call-overload]
-            size=int(doc["size"]),  # type: ignore[call-overload]
+            offset=int(doc["offset"]),
+            size=int(doc["size"]),
             compression=str(doc["compression"]),
-            plain_size=int(doc["uncompressedSize"]),  # type: ignore[call-overload]
+            plain_size=int(doc["uncompressedSize"]),
             plain_sha256=str(doc["uncompressedSha256"]),
-            entries=int(doc["entries"]),  # type: ignore[call-overload]
+            entries=int(doc["entries"]),
             sha256=str(doc["sha256"]) if "sha256" in doc else None,
         )
 
@@ -130,7 +130,7 @@ class OpenMember:
     to its end (`finish`), or from the start when it was opened with one."""
 
     def __init__(self, file: ByteRange, offset: int, *, index: int = 0, codec: Codec | None = None,
-                 size: int | None = None, digests: bool = False) -> None:  # fmt: skip
+                 size: int | None = None, digests: bool = False) -> None:
         self.index = index
         self.offset = offset
         self.head = file.read_at(offset, 8)
@@ -167,6 +167,7 @@ class OpenMember:
 
     def entries(self, *, accept_crc: bool = False, file_data: bool = False) -> Iterator[CpioEntry]:
         """The entries of the next archive in the member, up to its trailer (not yielded)."""
+        # self.plain reads like a file (read, skip_exactly), all the cpio reader asks of one.
         self._archive = read_archive(self.plain, file_data=file_data, accept_crc=accept_crc)  # type: ignore[arg-type]
         return self._archive
 
@@ -230,7 +231,7 @@ class OpenMember:
     def sha256(self) -> str:
         """Of the member's bytes (opened with a size and digests, and read to its end)."""
         assert self._raw.digest is not None, "opened without a size or without digests"
-        return self._raw.digest.hexdigest()
+        return str(self._raw.digest.hexdigest())
 
     def record(self, role: str, entries: int) -> Member:
         """The member described, once read (opened with digests)."""
@@ -241,7 +242,7 @@ class OpenMember:
 
 
 def open_member(f: BinaryIO | bytes | ByteRange, offset: int, *, size: int | None = None, codec: Codec | None = None,
-                digests: bool = False) -> OpenMember:  # fmt: skip
+                digests: bool = False) -> OpenMember:
     """The member at offset of an initrd file (or its bytes). size bounds it — the bytes it must fill
     exactly, as a manifest records them — otherwise it ends where its archive or stream does. codec
     says what it is (NONE: a plain archive, whatever it starts with) instead of its magic. digests:

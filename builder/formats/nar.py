@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 
 NAR_MAGIC = b"nix-archive-1"
 # The modes a store path's entries have in the store, and so in every image netbuild makes of it: a
@@ -24,7 +24,6 @@ NAR_MAGIC = b"nix-archive-1"
 DIR_MODE, FILE_MODE, EXEC_MODE = 0o555, 0o444, 0o555
 
 
-Buffer = bytes | memoryview
 
 
 class NarError(ValueError):
@@ -124,7 +123,7 @@ class _OpenDirectory:
 class NarEncoder:
     """Serialises a node stream from walk() (plus each regular file's contents via data()) as a NAR."""
 
-    def __init__(self, write: Callable[[bytes], None]) -> None:
+    def __init__(self, write: Callable[[Buffer], None]) -> None:
         self._write = write
         self._started = False
         self._finished = False
@@ -229,14 +228,14 @@ class NarHasher:
         self._size = 0
         self._encoder = NarEncoder(self._update)
 
-    def _update(self, data: bytes) -> None:
+    def _update(self, data: Buffer) -> None:
         self._sha256.update(data)
         self._size += len(data)
 
     def node(self, node: Node) -> None:
         self._encoder.node(node)
 
-    def data(self, chunk: bytes) -> None:
+    def data(self, chunk: Buffer) -> None:
         self._encoder.data(chunk)
 
     def finish(self) -> tuple[bytes, int]:
@@ -270,7 +269,7 @@ def read_contents(node: Node, chunk_size: int = CHUNK, buffer: bytearray | None 
 def dump(root: Path, chunk_size: int = CHUNK) -> Iterator[bytes]:
     """The whole NAR of root, as `nix-store --dump` writes it, in pieces."""
     pieces: list[bytes] = []
-    encoder = NarEncoder(pieces.append)
+    encoder = NarEncoder(lambda piece: pieces.append(bytes(piece)))
     for node in walk(root):
         encoder.node(node)
         if node.kind is NodeKind.REGULAR:

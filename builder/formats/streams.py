@@ -19,12 +19,11 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 
 if TYPE_CHECKING:  # the table is built on this module; its objects are only passed in
     from builder.formats.compress import Codec, Compression
 
-Buffer = bytes | bytearray | memoryview
 
 # libarchive logs "Using external lzop program …" as a warning; that is not the user's business.
 logging.getLogger("libarchive").setLevel(logging.ERROR)
@@ -57,8 +56,11 @@ class Engine(Protocol):
 class Decoder(Protocol):
     """What zstandard's, zlib's, lzma's and bz2's incremental decompressors have in common."""
 
-    eof: bool
-    unused_data: bytes
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
 
     def decompress(self, data: bytes, /) -> bytes: ...
 
@@ -91,13 +93,13 @@ class ByteRange:
     decoder or libarchive takes, hashed into `digest` if one is given) or anywhere (read_at)."""
 
     def __init__(self, source: BinaryIO | Buffer | ByteRange, start: int = 0, size: int | None = None, *,
-                 digest: Any = None) -> None:  # fmt: skip
+                 digest: Any = None) -> None:
         limit: Callable[[], int]
         if isinstance(source, ByteRange):
             parent = source
-            start += parent._start
+            start += parent.start
             self._read_at: Callable[[int, int], bytes] = parent._read_at
-            limit = lambda: parent._start + len(parent)  # noqa: E731
+            limit = lambda: parent.start + len(parent)  # noqa: E731
         elif isinstance(source, bytes | bytearray | memoryview):
             data = memoryview(source)
             self._read_at = lambda offset, count: bytes(data[offset : offset + count])
@@ -108,6 +110,10 @@ class ByteRange:
         self._size = max(0, limit() - start) if size is None else size
         self._position = 0
         self.digest = digest
+
+    @property
+    def start(self) -> int:
+        return self._start
 
     def __len__(self) -> int:
         return self._size
@@ -265,7 +271,7 @@ def _libarchive_reason(error: Exception) -> str:
 
 def capped_range(codec: Codec, decoder: Any, window: ByteRange, buffer: bytearray,
                  next_input: Callable[[Any, ByteRange], bytes],
-                 errors: tuple[type[Exception], ...]) -> Iterator[memoryview]:  # fmt: skip
+                 errors: tuple[type[Exception], ...]) -> Iterator[memoryview]:
     """The plain bytes of the member that fills window exactly, through a decoder that caps its
     output (zlib's, liblzma's), as views of buffer: input is fed in small pieces (next_input), and
     only when the decoder has used what it was given, so that memory stays at the buffer's size
@@ -325,7 +331,7 @@ class _Stream:
 
 
 def open_compressor(comp: Compression, sink: Callable[[Buffer], None], *, threads: int | None = 1,
-                    size: int | None = None) -> Compressor:  # fmt: skip
+                    size: int | None = None) -> Compressor:
     """A compressor writing one member of `comp` to sink, in pieces. threads: zstd's mode (see
     the table's zstd codec; a number of threads never changes the output, None is the
     single-threaded mode); size: the exact plain length, when known, for the zstd frame header."""

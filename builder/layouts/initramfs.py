@@ -32,7 +32,7 @@ class InitramfsLayout(Layout[None]):
         return None  # the plan already holds everything this layout needs
 
     def write(self, dest: BinaryIO, plan: BootPlan, prepared: None, report: Reporter = QUIET, *,
-              written: Written | None = None) -> InitrdResult:  # fmt: skip
+              written: Written | None = None) -> InitrdResult:
         """`written`, if given, is told each batch of members as soon as their bytes are in dest."""
         report.log(f"packing {len(plan.closure)} store paths ({plan.compression})")
         options = plan.options
@@ -50,7 +50,7 @@ class InitramfsLayout(Layout[None]):
         )
 
     def write_checked(self, path: Path, plan: BootPlan, prepared: None,
-                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:  # fmt: skip
+                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:
         for attempt in (1, 2):
             with open(path, "wb") as f, WrittenCheck(path) as check:
                 # The check reads each member as soon as the writer has put it in the file.

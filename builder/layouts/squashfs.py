@@ -30,7 +30,7 @@ from typing import BinaryIO
 from builder.checks.selfcheck import check_initrd
 from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 from builder.formats.compress import Compression
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
 from builder.formats.initrd import Member
@@ -169,15 +169,21 @@ def _modules_tree(plan: BootPlan, release: str) -> ModulesTree:
 class _MemberSink:
     """Counts and hashes a member's plain stream on its way to the compressor."""
 
-    def __init__(self, forward: Callable[[bytes], None]) -> None:
+    def __init__(self, forward: Callable[[Buffer], None]) -> None:
         self._forward = forward
         self.sha256 = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         self.sha256.update(data)
         self.size += len(data)
         self._forward(data)
+
+
+def _writer(dest: BinaryIO) -> Callable[[Buffer], None]:
+    def write(piece: Buffer) -> None:
+        dest.write(piece)
+    return write
 
 
 def _write_member(
@@ -185,7 +191,7 @@ def _write_member(
 ) -> Member:
     """One archive, written by fill, compressed as one member."""
     start = dest.tell()
-    compressor = open_compressor(compression, dest.write, threads=jobs)
+    compressor = open_compressor(compression, _writer(dest), threads=jobs)
     sink = _MemberSink(compressor.write)
     cpio = CpioWriter(sink.write)
     fill(cpio)
@@ -271,7 +277,7 @@ class SquashfsLayout(Layout[Prepared]):
         return _write(dest, plan, prepared, report)
 
     def write_checked(self, path: Path, plan: BootPlan, prepared: Prepared,
-                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:  # fmt: skip
+                      report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:
         """Written whole, then read back whole: every member decompressed and parsed again (no digest
         was recorded as they were made: a stage 1 copied or compressed in one stream, an image that
         mksquashfs made)."""

@@ -30,7 +30,7 @@ class Change:
             "old": None if self.old is None else {"path": self.old.path, "size": self.old.size},
             "new": None if self.new is None else {"path": self.new.path, "size": self.new.size},
             "delta": self.delta,
-        }  # fmt: skip
+        }
 
 
 def diff(a: Sizes, b: Sizes) -> list[Change]:

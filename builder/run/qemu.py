@@ -294,7 +294,7 @@ def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
         "-display", "none",
         "-monitor", "none",
         "-serial", "mon:stdio" if options.interactive else "stdio",
-    ]  # fmt: skip
+    ]
     if options.firmware_uefi:
         code, vars_template = options.ovmf or (_secure_boot_ovmf() if options.secure_boot else find_ovmf())
         if options.secure_boot:

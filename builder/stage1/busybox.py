@@ -13,6 +13,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from builder.closure import Closure, StoreFS, owner
 from builder.errors import NetbuildError
@@ -30,7 +31,7 @@ def why_unusable(path: Path) -> str | None:
             if elf["e_type"] not in ("ET_EXEC", "ET_DYN"):
                 return f"it is not an executable (ELF type {elf['e_type']})"
             for segment in elf.iter_segments():
-                if segment["p_type"] == "PT_INTERP":
+                if isinstance(segment, InterpSegment):
                     return f"it is dynamically linked (interpreter {segment.get_interp_name()})"
             for section in elf.iter_sections():
                 if not isinstance(section, DynamicSection):

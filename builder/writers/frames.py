@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from builder.errors import NetbuildError
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 from builder.formats.compress import Compression, decompressed_range
 from builder.formats.cpio import HEADER_SIZE, TRAILER_NAME, CpioError, CpioWriter, read_archive
 from builder.formats.streams import CompressionError, compress_member, open_compressor
@@ -67,7 +67,7 @@ class _PlainBuffer:
         self.buffer: bytearray = buffer
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Buffer) -> None:
         end = self.size + len(data)
         self.buffer[self.size : end] = data  # grows the buffer only the first time
         self.size = end
@@ -111,7 +111,7 @@ def _failed(comp: Compression, e: Exception) -> NetbuildError:
 
 
 def _check(comp: Compression, source: BinaryIO | bytes, start: int, size: int, plain: memoryview,
-           entries: int) -> None:  # fmt: skip
+           entries: int) -> None:
     """The member at source[start : start + size] decompresses to exactly the archive held in plain,
     and that archive parses. Decompressed in pieces no larger than the scratch buffer."""
     position = 0
@@ -125,7 +125,8 @@ def _check(comp: Compression, source: BinaryIO | bytes, start: int, size: int, p
     if position != len(plain):
         raise ValueError("the member read back is shorter than the archive written")
     stream = _MemoryReader(plain)
-    count = sum(1 for _ in read_archive(stream, file_data=False))  # type: ignore[arg-type]
+    # _MemoryReader has the read and skip_exactly the cpio reader uses, without copying the buffer.
+    count = sum(1 for _ in read_archive(cast(BinaryIO, stream), file_data=False))
     if stream.read(1):
         raise ValueError("data after the archive's trailer")
     if count != entries:
@@ -133,7 +134,7 @@ def _check(comp: Compression, source: BinaryIO | bytes, start: int, size: int, p
 
 
 def _write_buffered(comp: Compression, plain: _PlainBuffer, entries: int, sink: BinaryIO, *,
-                    read_back: bool = True) -> Frame:  # fmt: skip
+                    read_back: bool = True) -> Frame:
     """Compress plain into sink and check it — read back from sink (a segment file, opened for
     reading too), or, with read_back=False, from memory before it is written."""
     start = sink.tell()
@@ -168,11 +169,11 @@ class _StreamedMember:
         self._plain_size = 0
         self.cpio = CpioWriter(self._write)
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: Buffer) -> None:
         self._sink.write(data)
         self._compressed.update(data)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: Buffer) -> None:
         self._plain_sha256.update(data)
         self._plain_size += len(data)
         self._member.write(data)

@@ -64,7 +64,7 @@ GROUP_TARGET = 2 << 20  # plain bytes per cached group, on average
 
 
 def _pack_node(cpio_for: Callable[[int], CpioWriter], node: Node, name: str, hasher: NarHasher,
-               read_bytes: Callable[[int], None]) -> None:  # fmt: skip
+               read_bytes: Callable[[int], None]) -> None:
     raw = os.fsencode(name)
     if node.kind is NodeKind.DIRECTORY:
         cpio_for(entry_size(raw, 0)).directory(name, DIR_MODE)
@@ -199,7 +199,7 @@ class _Assembler:
     """
 
     def __init__(self, out: _Output, store: StoreFS, jobs: int, cache: SegmentCache | None,
-                 done: Callable[[int, int], None]) -> None:  # fmt: skip
+                 done: Callable[[int, int], None]) -> None:
         self.out = out
         self.store = store
         self.cache = cache

@@ -32,7 +32,7 @@ from typing import IO
 
 from builder.closure import REGISTRATION_FILE, Closure, StoreFS, StorePath, VerifiedPath, store_read_error
 from builder.errors import NetbuildError, is_write_error
-from builder.formats import CHUNK
+from builder.formats import CHUNK, Buffer
 from builder.formats.nar import DIR_MODE, EXEC_MODE, FILE_MODE, NarError, NarHasher, NodeKind, read_contents, walk
 from builder.progress import QUIET, Reporter
 from builder.writers.registration import registration
@@ -103,7 +103,7 @@ def mksquashfs_command(image: Path, compression: SquashfsCompression, jobs: int)
         "-mkfs-time", str(STORE_MTIME), "-all-time", str(STORE_MTIME),
         "-root-time", str(STORE_MTIME), "-root-mode", "755",
         "-processors", str(max(1, jobs)),
-    ]  # fmt: skip
+    ]
 
 
 class _TarStream:
@@ -133,7 +133,7 @@ class _TarStream:
     def regular(self, name: str, executable: bool, size: int) -> None:
         self._header(name, tarfile.REGTYPE, EXEC_MODE if executable else FILE_MODE, size=size)
 
-    def data(self, chunk: bytes) -> None:
+    def data(self, chunk: Buffer) -> None:
         self._sink.write(chunk)
 
     def end_file(self, size: int) -> None:

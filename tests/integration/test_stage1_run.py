@@ -35,7 +35,7 @@ def run_out(
         "--kernel", str(kernel_image), "--init", probe.root,
         "--busybox", str(BUSYBOX), "--modules", str(host_modules(kernel_image)),
         "--append", BASE_PARAMS, "--append", f'netbuild.run="{probe.root} one two"',
-    )  # fmt: skip
+    )
     return out
 
 

@@ -21,7 +21,7 @@ SMALL_KINDS = (
     "good", "initDangling", "initNotExecutable", "initNotRegular", "interpreterMissing",
     "elfInterpreterMissing", "elfLibraryMissing", "elfComplete", "cmdlineTooLong", "kernelNotBootable",
     "zstdNotInKernelConfig",
-)  # fmt: skip
+)
 BIG_KINDS = ("fileTooLarge", "initrdTooLarge")
 
 

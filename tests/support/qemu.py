@@ -33,7 +33,7 @@ def qemu_command(kernel: Path, initrd: Path, append: str, memory_mb: int) -> lis
         "-kernel", str(kernel),
         "-initrd", str(initrd),
         "-append", append,
-    ]  # fmt: skip
+    ]
 
 
 def console_tail(console: str, lines: int = TAIL_LINES) -> str:

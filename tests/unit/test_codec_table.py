@@ -27,7 +27,7 @@ TOOLS = {
     "zstd": ["zstd", "-q", "-c"], "gzip": ["gzip", "-n", "-c"], "xz": ["xz", "--check=crc32", "-c"],
     "lzma": ["xz", "--format=lzma", "-c"], "bzip2": ["bzip2", "-c"], "lz4": ["lz4", "-l", "-q", "-c"],
     "lzo": ["lzop", "-c"],
-}  # fmt: skip
+}
 UNPACK = {"zstd": ["zstd", "-dcq"], "gzip": ["gzip", "-dc"], "xz": ["xz", "-dc"]}
 
 
@@ -109,7 +109,7 @@ def test_none_writes_the_plain_bytes() -> None:
 
 
 @pytest.mark.parametrize("comp", [Compression("lz4", 1), Compression("zstd", 20), Compression("gzip", None),
-                                  Compression("none", 1)])  # fmt: skip
+                                  Compression("none", 1)])
 def test_only_the_codecs_and_levels_netbuild_writes(comp: Compression) -> None:
     with pytest.raises(CompressionError, match="not a valid codec/level"):
         compress_member(comp, b"x")
@@ -150,7 +150,7 @@ def test_no_other_module_knows_a_codecs_settings() -> None:
     patterns = ["(?i)" + re.escape(c.magic.hex()) for c in CODECS.values() if c.magic]
     patterns += ["(?i)" + re.escape("".join(f"\\x{b:02x}" for b in c.magic[:2])) for c in CODECS.values() if c.magic]
     patterns += [f"(?i)0x{int.from_bytes(c.magic, order):x}" for c in CODECS.values() if len(c.magic) == 4
-                 for order in ("little", "big")]  # fmt: skip
+                 for order in ("little", "big")]
     patterns += [r"CONFIG_RD_[A-Z]", r"CHECK_CRC32", r"wbits", r"FORMAT_(XZ|ALONE)", r"Zstd(De)?Compressor",
                  r"zlib\.(de)?compress", r"lzma\.(LZMA|(de)?compress)", r"gzip\.(de)?compress", r"\bbz2\.",
                  r"DEFAULT_LEVELS|default_level", r"decompressobj"]

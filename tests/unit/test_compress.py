@@ -68,7 +68,7 @@ def test_parse_compression(spec: str, expected: Compression) -> None:
 
 
 @pytest.mark.parametrize("spec", ["lz4", "zstd:0", "zstd:20", "gzip:0", "gzip:10", "xz:10", "xz:-1", "zstd:",
-                                  "zstd:x", "none:1", "", "ZSTD"])  # fmt: skip
+                                  "zstd:x", "none:1", "", "ZSTD"])
 def test_parse_compression_rejects(spec: str) -> None:
     with pytest.raises(CompressionError, match=re.escape("choose zstd[:1-19], gzip[:1-9], xz[:0-9] or none")):
         parse_compression(spec)
@@ -125,7 +125,7 @@ def test_output_is_deterministic_across_runs_and_processes(spec: str) -> None:
     )
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     other = subprocess.run([sys.executable, "-c", script], input=data, check=True, capture_output=True,
-                           cwd=Path(__file__).parents[2], env=env).stdout  # fmt: skip
+                           cwd=Path(__file__).parents[2], env=env).stdout
     assert other == here
 
 

@@ -92,7 +92,7 @@ def test_gnu_cpio_extracts_what_was_written(tmp_path: Path) -> None:
     subprocess.run(
         [tool("cpio"), "-i", "-d", "--no-absolute-filenames", "--preserve-modification-time", "--quiet"],
         input=archive, cwd=tmp_path, check=True, capture_output=True,
-    )  # fmt: skip
+    )
     extracted = sorted(
         os.path.relpath(os.path.join(top, name), tmp_path)
         for top, dirs, files in os.walk(tmp_path)
@@ -172,7 +172,7 @@ def test_read_archive_reads_a_gnu_cpio_archive(tmp_path: Path) -> None:
     find = ["find", ".", "-mindepth", "1", "-printf", "%P\\n"]
     names = subprocess.run(find, cwd=root, check=True, capture_output=True).stdout
     archive = subprocess.run([tool("cpio"), "-o", "-H", "newc", "--quiet"], input=names, cwd=root, check=True,
-                             capture_output=True).stdout  # fmt: skip
+                             capture_output=True).stdout
     stream = io.BytesIO(archive)
     entries = {entry.name: entry for entry in read_archive(stream)}
     assert set(entries) == {os.fsdecode(line) for line in names.splitlines()}
@@ -200,7 +200,7 @@ def test_writer_refuses_a_file_of_4_gib() -> None:
 
 
 @pytest.mark.parametrize(("name", "message"), [("/abs", "leading '/'"), ("", "empty name"),
-                                               ("TRAILER!!!", "reserved")])  # fmt: skip
+                                               ("TRAILER!!!", "reserved")])
 def test_writer_refuses_bad_names(name: str, message: str) -> None:
     cpio, _ = writer()
     with pytest.raises(CpioError, match=message):

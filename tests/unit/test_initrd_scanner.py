@@ -23,7 +23,7 @@ TOOLS = {
     "zstd": ["zstd", "-q", "-c"], "gzip": ["gzip", "-n", "-c"], "xz": ["xz", "--check=crc32", "-c"],
     "lzma": ["xz", "--format=lzma", "-c"], "bzip2": ["bzip2", "-c"], "lz4": ["lz4", "-l", "-q", "-c"],
     "lzo": ["lzop", "-c"],
-}  # fmt: skip
+}
 
 
 def pack(command: list[str], data: bytes) -> bytes:
@@ -59,7 +59,7 @@ def test_microcode_then_a_member_of_each_codec(tmp_path: Path, archives: tuple[b
         (0, 0, plain_length(microcode), "cpio", plain_length(microcode),
          [".", "kernel", "kernel/x86", "kernel/x86/microcode", "kernel/x86/microcode/GenuineIntel.bin"]),
         (1, len(microcode) + 512, len(packed), name, len(main_archive), [".", "init", "lib", "lib/data"]),
-    ]  # fmt: skip
+    ]
     assert reader.padding == len(microcode) - plain_length(microcode) + 512 + 3
 
 
@@ -106,7 +106,7 @@ def writer_members(comps: list[str]) -> tuple[bytes, list[Member]]:
         frame = single_member(parse_compression(name), sink, fill)
         members.append(Member(role="store", offset=offset, compression=name, **{
             "size": frame.size, "plain_size": frame.plain_size, "plain_sha256": frame.plain_sha256,
-            "entries": frame.entries, "sha256": frame.sha256}))  # fmt: skip
+            "entries": frame.entries, "sha256": frame.sha256}))
     return sink.getvalue(), members
 
 
@@ -125,11 +125,11 @@ def test_a_member_opened_where_the_manifest_says(archives: tuple[bytes, bytes]) 
     data, written = writer_members(["zstd", "none"])
     for member in written:
         opened = open_member(data, member.offset, size=member.size, digests=True,
-                             codec=NONE if member.compression == "none" else None)  # fmt: skip
+                             codec=NONE if member.compression == "none" else None)
         assert sum(1 for _ in opened.entries()) == member.entries
         assert opened.rest_is_padding() and not opened.bytes_after_stream()
         assert (opened.size, opened.plain_size, opened.plain_sha256, opened.sha256) == (
-            member.size, member.plain_size, member.plain_sha256, member.sha256)  # fmt: skip
+            member.size, member.plain_size, member.plain_sha256, member.sha256)
     zstd = written[0]
     longer = open_member(data, zstd.offset, size=zstd.size + 4)  # over the padding after it
     longer.finish()
@@ -160,7 +160,7 @@ def test_byte_ranges_never_move_the_files_position(tmp_path: Path) -> None:
         f.seek(7)
         window = ByteRange(f, 10, 20, digest=hashlib.sha256())
         assert (window.read_at(5, 3), window.read(4), window.read(100), len(window)) == (
-            bytes([15, 16, 17]), bytes(range(10, 14)), bytes(range(14, 30)), 20)  # fmt: skip
+            bytes([15, 16, 17]), bytes(range(10, 14)), bytes(range(14, 30)), 20)
         assert window.digest.hexdigest() == hashlib.sha256(bytes(range(10, 30))).hexdigest()
         assert f.tell() == 7
         inner = ByteRange(window, 15)

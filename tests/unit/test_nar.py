@@ -36,12 +36,12 @@ def tool(name: str) -> str:
 
 def nix_store_dump(path: Path) -> bytes:
     return subprocess.run([tool("nix-store"), "--dump", str(path)], env=NIX_ENV, check=True,
-                          capture_output=True).stdout  # fmt: skip
+                          capture_output=True).stdout
 
 
 def nix_hash_path(path: Path) -> str:
     result = subprocess.run([tool("nix"), "hash", "path", "--sri", str(path)], env=NIX_ENV, check=True,
-                            capture_output=True, text=True)  # fmt: skip
+                            capture_output=True, text=True)
     return result.stdout.strip()
 
 

@@ -38,7 +38,7 @@ def nix_hash(command: str, *hex_digests: str) -> list[str]:
     result = subprocess.run(
         [nix, "hash", command, "--type", "sha256", *hex_digests],
         env=NIX_ENV, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    )
     return result.stdout.split()
 
 
