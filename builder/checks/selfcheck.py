@@ -133,7 +133,7 @@ class OutReport:
 
 def check_out(out: Path) -> OutReport:
     """Everything netbuild's self-check proves about a fresh build, on an existing OUT."""
-    doc = _read_manifest(out)
+    doc = read_manifest(out)
     artifacts = _manifest_field(doc, "artifacts", dict)
     for name, expected in sorted(artifacts.items()):
         _check_artifact(out, name, expected)
@@ -155,7 +155,7 @@ def check_out(out: Path) -> OutReport:
     return OutReport(len(artifacts) + 1, len(members), contents.entries, len(contents.store_paths))
 
 
-def _read_manifest(out: Path) -> dict[str, Any]:
+def read_manifest(out: Path) -> dict[str, Any]:
     path = out / MANIFEST
     try:
         doc = json.loads(path.read_bytes())
