@@ -189,9 +189,8 @@ def write_iso(dest: Path, disc: Disc, *, log: Callable[[str], None] = lambda _: 
     checked, and only then renamed into place. An error or an interrupt leaves dest as it was."""
     say = log
     check_sizes(disc)
-    dest_dir = dest.parent if str(dest.parent) else Path(".")
     try:
-        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest_dir))
+        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     except OSError as e:
         raise NetbuildError(f"{dest}: cannot create a directory beside it: {e.strerror}") from None
     try:
@@ -238,8 +237,9 @@ def _identity(disc: Disc, efi_files: Sequence[FatFile]) -> bytes:
     h = hashlib.sha256(b"netbuild iso 1\0" + disc.volume_id.encode() + b"\0")
     for f in disc.files:
         h.update(f"{f.path}\0{f.sha256}\0".encode())
-    for fat in efi_files:
-        h.update(f"{fat.path}\0{sha256_of(fat.source)}\0".encode())
+    for fat in efi_files:  # their sizes: the files above (or a UKI's stub) already tell discs apart
+        size = len(fat.source) if isinstance(fat.source, bytes) else fat.source.stat().st_size
+        h.update(f"{fat.path}\0{size}\0".encode())
     return h.digest()
 
 
@@ -371,8 +371,9 @@ def check_disc(path: Path, files: Sequence[DiscFile], *, efi: bool) -> IsoListin
     found = [(b.platform, b.file) for b in listing.boot if b.bootable]
     if found != expected:
         raise NetbuildError(f"self-check: {path.name}: boot entries {found}, expected {expected}")
-    if listing.hybrid != ("MBR+GPT" if efi else "MBR"):
-        raise NetbuildError(f"self-check: {path.name}: partition tables {listing.hybrid}, expected MBR+GPT")
+    tables = "MBR+GPT" if efi else "MBR"
+    if listing.hybrid != tables:
+        raise NetbuildError(f"self-check: {path.name}: partition tables {listing.hybrid}, expected {tables}")
     on_disc = {f.path: f for f in listing.files}
     for f in files:
         written = on_disc.get(f.path)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from builder.checks.selfcheck import read_manifest
 from builder.closure import Closure, StoreFS, StorePath
@@ -46,7 +47,7 @@ IPXE_EFI_CANDIDATES = (Path("/usr/lib/ipxe/ipxe.efi"), Path("/usr/share/ipxe/ipx
 AUTOEXEC = "autoexec.ipxe"
 CHAIN_SCRIPT = "/chain.ipxe"
 CHAIN_VOLUME = "NETBUILD_CHAIN"
-_URL_SCHEMES = ("http://", "https://", "tftp://")
+_URL_SCHEMES = ("http", "https", "tftp")
 
 Warn = Callable[[str], None]
 
@@ -135,7 +136,8 @@ def _first(candidates: tuple[Path, ...]) -> Path | None:
 def disc_for_chain(url: str, *, ipxe_lkrn: Path | None, ipxe_efi: Path | None, label: str | None,
                    warn: Warn) -> Disc:
     """A small disc that starts iPXE and boots the iPXE script at URL."""
-    if not url.startswith(_URL_SCHEMES) or any(c.isspace() for c in url) or len(url.split("/", 3)) < 3:
+    parsed = urlsplit(url)
+    if parsed.scheme not in _URL_SCHEMES or not parsed.netloc or any(c.isspace() for c in url):
         raise NetbuildError(f"--chain {url!r}: expected an http://, https:// or tftp:// URL of an iPXE script, "
                             "e.g. http://10.0.0.1:8080/netboot.ipxe")
     lkrn = ipxe_lkrn or _first(IPXE_LKRN_CANDIDATES)
