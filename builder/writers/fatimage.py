@@ -134,9 +134,9 @@ def copy_fat_file(image: Path, offset: int, path: str, dest: Path) -> None:
 
 
 # mdir's listing: "Directory for ::/EFI/BOOT", then one line per entry: short name, extension, size
-# or <DIR>, date, time, and the long name when there is one.
+# or <DIR>, date, time (in whatever format this mtools prints them), and the long name if any.
 _DIRECTORY = re.compile(r"^Directory for ::(/.*)$")
-_ENTRY = re.compile(r"^(\S+)(?: +(\S{1,3}))? +(\d+|<DIR>) +\d{4}-\d\d-\d\d +\d{1,2}:\d\d(?: +(.+))?$")
+_ENTRY = re.compile(r"^(\S+)(?: +(\S{1,3}))? +(\d+|<DIR>) +\d+[-./]\d+[-./]\d+ +\d+:\d+\S*(?: +(.+))?$")
 
 
 def list_fat(image: Path, offset: int) -> list[tuple[str, int]]:
