@@ -118,11 +118,9 @@ def _inspect_iso(path: Path, as_json: bool) -> None:
     listing = read_iso(path)
     fat = {b.lba: list_fat(path, b.lba * SECTOR) for b in listing.boot if b.platform == "UEFI" and b.bootable}
     if as_json:
-        doc = listing.to_json()
-        for entry in doc["boot"]:  # type: ignore[union-attr]
-            if entry["lba"] in fat:  # type: ignore[index]
-                entry["fatFiles"] = [{"path": p, "size": n} for p, n in fat[entry["lba"]]]  # type: ignore[index]
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        boot = [{**b.to_json(), **({"fatFiles": [{"path": p, "size": n} for p, n in fat[b.lba]]} if b.lba in fat
+                                   else {})} for b in listing.boot]
+        click.echo(json.dumps({**listing.to_json(), "boot": boot}, indent=2, ensure_ascii=False))
         return
     click.echo(f"{path}: an ISO 9660 image, {listing.size} bytes, volume {listing.volume_id!r}, "
                + (f"hybrid ({listing.hybrid}: boots from a USB stick too)" if listing.hybrid else "not hybrid"))

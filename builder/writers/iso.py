@@ -294,6 +294,7 @@ class _HybridTables(IsoHybrid):
     take El Torito's 16-bit count."""
 
     __slots__ = ("efi_sectors",)
+    efi_sectors: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -400,6 +401,6 @@ def _check_boot_info_table(image: Path, written: IsoFile, source: DiscFile) -> N
     words = data[64:] + b"\0" * (-len(data[64:]) % 4)
     expected_sum = sum(struct.unpack(f"<{len(words) // 4}I", words)) & 0xFFFFFFFF
     if (len(data), data[:8], data[64:]) != (len(original), original[:8], original[64:]) or data[24:64].strip(b"\0"):
-        raise NetbuildError(f"self-check: {image.name}: {written.path} differs from {source.source}")
+        raise NetbuildError(f"self-check: {image.name}: {written.path} differs from {source.source!s}")
     if (pvd, lba, length, checksum) != (16, written.offset // SECTOR, len(data), expected_sum):
         raise NetbuildError(f"self-check: {image.name}: {written.path} has a wrong boot info table")

@@ -106,6 +106,7 @@ def disc_for_out(out: Path, *, efi_stub: Path | None = None, label: str | None =
     unified kernel image made now (systemd-stub from the closure, --efi-stub or the host)."""
     parts = _read_out(out)
     toplevel = (parts.manifest.get("inputs") or {}).get("toplevel")
+    efi: tuple[FatFile, ...]
     if UKI_NAME in parts.artifacts:
         if efi_stub is not None:
             raise NetbuildError(f"--efi-stub: {out} has {UKI_NAME}, which the disc boots as it is")
