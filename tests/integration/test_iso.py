@@ -157,6 +157,25 @@ def test_the_disc_boots_the_fixture(via: str, uefi: bool, disc: Path, built_out:
         assert "EFI stub" not in run.console
 
 
+SNAKEOIL_KEY = Path("/usr/share/ovmf/PkKek-1-snakeoil.key")  # Debian's OVMF test key, passphrase "snakeoil"
+SNAKEOIL_CERT = Path("/usr/share/ovmf/PkKek-1-snakeoil.pem")
+
+
+@pytest.mark.boot
+def test_a_disc_of_a_signed_out_boots_under_secure_boot(
+    system_closure: SystemClosure, run_netbuild: RunNetbuild, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    run_netbuild(str(system_closure.closure_json), "-o", str(out), "--uki", "--sign-key", str(SNAKEOIL_KEY),
+                 "--sign-cert", str(SNAKEOIL_CERT), "--sign-passphrase-env", "SNAKEOIL",
+                 env={**os.environ, "SNAKEOIL": "snakeoil"})
+    run_netbuild("iso", str(out), "-o", str(tmp_path / "signed.iso"))
+    run = netbuild_boot(tmp_path / "signed.iso", "--uefi", "--secure-boot", "--expect", MARKER)
+    assert run.returncode == 0, run.explain()
+    assert "UEFI QEMU DVD-ROM" in run.console and "EFI stub: UEFI Secure Boot is enabled." in run.console
+    assert_guest_store(run.console, system_closure.paths, (out / "registration").read_bytes())
+
+
 # --- check, inspect, refusals -----------------------------------------------------------------------
 
 def test_check_proves_the_disc_boots_out_and_finds_a_changed_one(
