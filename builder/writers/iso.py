@@ -25,6 +25,7 @@ FAT_EPOCH (UTC) while pycdlib runs, and the ids are derived from the disc's cont
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -187,7 +188,6 @@ def check_sizes(disc: Disc) -> None:
 def write_iso(dest: Path, disc: Disc, *, log: Callable[[str], None] = lambda _: None) -> IsoListing:
     """Write dest in one step: everything goes to a directory beside it, the disc is read back and
     checked, and only then renamed into place. An error or an interrupt leaves dest as it was."""
-    say = log
     check_sizes(disc)
     try:
         work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -198,13 +198,13 @@ def write_iso(dest: Path, disc: Disc, *, log: Callable[[str], None] = lambda _: 
         if disc.efi is not None:
             efi_files = list(disc.efi)
             if disc.uki is not None:
-                say(f"writing a unified kernel image for UEFI (systemd-stub from {disc.uki.stub.origin})")
+                log(f"writing a unified kernel image for UEFI (systemd-stub from {disc.uki.stub.origin})")
                 u = disc.uki
                 write_uki(work / "BOOTX64.EFI", stub=u.stub, kernel=u.kernel, initrd=u.initrd, cmdline=u.cmdline,
                           osrel=u.osrel, uname=u.uname)
                 efi_files.insert(0, FatFile(EFI_LOADER, work / "BOOTX64.EFI"))
             efi_image = work / "efiboot.img"
-            say(f"writing the UEFI boot image (FAT, {', '.join(f.path for f in efi_files)})")
+            log(f"writing the UEFI boot image (FAT, {', '.join(f.path for f in efi_files)})")
             identity = _identity(disc, efi_files)
             make_fat_image(efi_image, efi_files, volume_id=int.from_bytes(identity[:4], "big"),
                            label=disc.volume_id[:11])
@@ -214,12 +214,12 @@ def write_iso(dest: Path, disc: Disc, *, log: Callable[[str], None] = lambda _: 
         if efi_image is not None:
             files.append(disc_file(EFI_IMAGE, efi_image))
         staged = work / dest.name
-        say(f"writing {dest.name} ({sum(f.size for f in files):,} bytes of files)")
+        log(f"writing {dest.name} ({sum(f.size for f in files):,} bytes of files)")
         _master(staged, disc, files, efi_image, identity)
         listing = check_disc(staged, files, efi=efi_image is not None)
         os.chmod(staged, ISO_MODE)
         os.replace(staged, dest)
-        return IsoListing(str(dest), listing.size, listing.volume_id, listing.hybrid, listing.boot, listing.files)
+        return dataclasses.replace(listing, path=str(dest))
     except OSError as e:
         raise NetbuildError(f"writing {dest}: {e.strerror}") from None
     finally:
@@ -237,7 +237,7 @@ def _identity(disc: Disc, efi_files: Sequence[FatFile]) -> bytes:
     h = hashlib.sha256(b"netbuild iso 1\0" + disc.volume_id.encode() + b"\0")
     for f in disc.files:
         h.update(f"{f.path}\0{f.sha256}\0".encode())
-    for fat in efi_files:  # their sizes: the files above (or a UKI's stub) already tell discs apart
+    for fat in efi_files:  # their sizes only, not a third read of them: the files above tell discs apart
         size = len(fat.source) if isinstance(fat.source, bytes) else fat.source.stat().st_size
         h.update(f"{fat.path}\0{size}\0".encode())
     return h.digest()
