@@ -309,11 +309,18 @@ def read_manifest(out: Path) -> Manifest:
     """OUT's manifest.json, if it is netbuild's (its header says so); ManifestError otherwise."""
     path = out / MANIFEST
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise _failed(path, f"no such file (is {out} a netbuild output directory?)") from None
     except OSError as e:
         raise _failed(path, f"cannot read: {e.strerror}") from None
+    return parse_manifest(data, path)
+
+
+def parse_manifest(data: bytes, path: Path) -> Manifest:
+    """A manifest.json's bytes, read from `path` (an OUT's file, or one a disc carries)."""
+    try:
+        doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _failed(path, f"not valid JSON ({e})") from None
     if not isinstance(doc, dict) or "netbuild" not in doc:

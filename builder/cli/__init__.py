@@ -1,7 +1,7 @@
 """The `netbuild` command line: parse, call, print. No logic of its own.
 
 One module per concern registers its commands here: build.py (the main job, recipes),
-netboot.py (boot, serve, menu), look.py (check, inspect, diff, size).
+netboot.py (boot, serve, menu), look.py (check, inspect, diff, size), media.py (iso).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ _COMMAND_MODULES = {
     "build": "build", "recipes": "build",
     "boot": "netboot", "serve": "netboot", "menu": "netboot",
     "check": "look", "inspect": "look", "diff": "look", "size": "look",
+    "iso": "media",
 }
 
 MAIN_HELP = """Turn a Nix store-path closure into netboot artifacts.

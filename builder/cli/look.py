@@ -10,6 +10,7 @@ import click
 
 from builder.checks.selfcheck import check_out
 from builder.errors import NetbuildError
+from builder.formats.iso import SECTOR, is_iso, read_iso
 from builder.look.diff import diff
 from builder.look.inspect import inspect_initrd
 from builder.look.sizes import OTHER, sizes_of
@@ -22,25 +23,38 @@ _PATH = click.Path(path_type=Path)
 
 @click.command("check")
 @click.argument("out", type=_PATH, metavar="OUT")
-def check_command(out: Path) -> None:
+@click.option("--iso", "isos", multiple=True, type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              metavar="FILE.iso", help="Also check that this disc (netbuild iso OUT) boots OUT (repeatable); "
+                                       "the *.iso files inside OUT are checked without it.")
+def check_command(out: Path, isos: tuple[Path, ...]) -> None:
     """Re-check an existing OUT directory, as the build checks it before publishing.
 
     Every artifact's size and sha256 against manifest.json and SHA256SUMS, the
     bzImage header, and every initrd member decompressed and parsed record by
     record, with the store paths found compared with the recorded closure.
-    Exit status 0 when all is well; one `error:` line otherwise.
+    A disc made from OUT (in OUT, or named with --iso) must hold OUT's kernel,
+    initrd and command line for ISOLINUX, and a unified kernel image of them
+    for UEFI. Exit status 0 when all is well; one `error:` line otherwise.
 
     \b
     Examples:
       netbuild check out/
       netbuild check /srv/http/lab1/ && echo ready to serve
+      netbuild check out/ --iso system.iso
     """
+    from builder.writers.isodisc import check_disc_of_out  # pycdlib and mtools only when there is a disc
+
     if not out.is_dir():
         raise NetbuildError(f"{out}: not a directory (expected a netbuild OUT directory)")
     report = check_out(out)
     click.echo(f"{out}: ok: {report.artifacts} files match {MANIFEST} and {SHA256SUMS}; initrd: {report.members} "
                f"member{'s' if report.members != 1 else ''}, {report.entries} entries, "
                f"{report.store_paths} store paths")
+    inside = sorted(p for p in out.iterdir() if p.suffix == ".iso" and p.is_file())
+    for iso in [*inside, *(p for p in isos if p.resolve() not in {i.resolve() for i in inside})]:
+        listing = check_disc_of_out(iso, out)
+        click.echo(f"{iso}: ok: boots {out}'s kernel, initrd and command line from a CD or a USB stick, BIOS "
+                   f"(ISOLINUX) and UEFI (a unified kernel image); volume {listing.volume_id}")
 
 
 @click.command("inspect")
@@ -54,8 +68,9 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
     (uncompressed early microcode, then the compressed main archive), NixOS's,
     or one made by GNU cpio with any codec the kernel knows (gzip, zstd, xz,
     lzma, bzip2, lz4 legacy; lzo through the `lzop` program). INITRD may also be
-    an OUT directory, or a unified kernel image (netboot.efi): its sections,
-    then the initrd inside it.
+    an OUT directory, a unified kernel image (netboot.efi): its sections,
+    then the initrd inside it, or an ISO image: its El Torito boot entries
+    (and the files of a UEFI entry's FAT image) and its files.
 
     \b
     Examples:
@@ -63,8 +78,12 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
       netbuild inspect /boot/initrd.img-$(uname -r) --members
       netbuild inspect out/ --json | jq '.entries[] | select(.size > 1000000)'
       netbuild inspect out/netboot.efi --members
+      netbuild inspect system.iso
     """
     path = initrd / INITRD if initrd.is_dir() else initrd
+    if is_iso(path):
+        _inspect_iso(path, as_json)
+        return
     listing = inspect_initrd(path)
     if as_json:
         doc = listing.to_json()
@@ -92,6 +111,31 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
     for e in listing.entries:
         name = e.name + (f" -> {e.target}" if e.target is not None else "")
         click.echo(f"{stat.filemode(e.mode):<10} {e.size:>10}  {name}")
+
+
+def _inspect_iso(path: Path, as_json: bool) -> None:
+    from builder.writers.fatimage import list_fat  # mtools reads the UEFI image
+
+    listing = read_iso(path)
+    fat = {b.lba: list_fat(path, b.lba * SECTOR) for b in listing.boot if b.platform == "UEFI" and b.bootable}
+    if as_json:
+        boot = [{**b.to_json(), **({"fatFiles": [{"path": p, "size": n} for p, n in fat[b.lba]]} if b.lba in fat
+                                   else {})} for b in listing.boot]
+        click.echo(json.dumps({**listing.to_json(), "boot": boot}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{path}: an ISO 9660 image, {listing.size} bytes, volume {listing.volume_id!r}, "
+               + (f"hybrid ({listing.hybrid}: boots from a USB stick too)" if listing.hybrid else "not hybrid"))
+    click.echo(f"El Torito boot catalog: {len(listing.boot)} entr{'ies' if len(listing.boot) != 1 else 'y'}")
+    click.echo(f"{'entry':>5} {'platform':<8} {'emulation':<12} {'bootable':<8} {'lba':>10} {'sectors':>8}  file")
+    for index, b in enumerate(listing.boot, 1):
+        click.echo(f"{index:>5} {b.platform:<8} {b.emulation:<12} {'yes' if b.bootable else 'no':<8} {b.lba:>10} "
+                   f"{b.sectors:>8}  {b.file or '(no file)'}")
+        for name, size in fat.get(b.lba, []):
+            click.echo(f"{'':>5} {'':<8} FAT: {size:>12}  {name}")
+    click.echo()
+    click.echo(f"{'size':>12} {'offset':>12}  path")
+    for f in listing.files:
+        click.echo(f"{f.size:>12} {f.offset:>12}  {f.path}")
 
 
 @click.command("diff")

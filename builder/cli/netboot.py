@@ -10,6 +10,7 @@ import click
 
 from builder.build import netbuild_version
 from builder.errors import NetbuildError
+from builder.formats.iso import is_iso
 from builder.outcontract import MENU_IPXE, NETBOOT_IPXE
 from builder.run.accel import ACCELERATORS
 from builder.run.qemu import QEMU, VIAS, BootOptions, boot
@@ -34,11 +35,12 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 
 
 @click.command("boot")
-@click.argument("out", type=click.Path(path_type=Path, file_okay=False), metavar="OUT")
-@click.option("--via", type=click.Choice(VIAS), default="direct", show_default=True,
-              help="direct: QEMU loads bzImage+initrd; tftp: QEMU's TFTP server and its iPXE ROM; "
-                   "http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP; uefi-http: the UEFI "
-                   "firmware's own HTTP Boot fetches netboot.efi (built with --uki), no iPXE.")
+@click.argument("out", type=click.Path(path_type=Path), metavar="OUT|FILE.iso")
+@click.option("--via", type=click.Choice(VIAS), default=None,
+              help="direct (the default for OUT): QEMU loads bzImage+initrd; tftp: QEMU's TFTP server and its "
+                   "iPXE ROM; http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP; uefi-http: the "
+                   "UEFI firmware's own HTTP Boot fetches netboot.efi (built with --uki), no iPXE; cdrom (the "
+                   "default for FILE.iso), usb: the ISO image as a CD or a USB stick.")
 @click.option("--uefi", is_flag=True,
               help="Boot through OVMF (UEFI) instead of SeaBIOS. With --via tftp/http the firmware's own PXE "
                    "client loads iPXE for UEFI (the ipxe package's snponly.efi), as on a real UEFI machine.")
@@ -71,7 +73,7 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.option("--qemu", default=QEMU, show_default=True, metavar="BINARY", help="The QEMU to run.")
 def boot_command(
     out: Path,
-    via: str,
+    via: str | None,
     uefi: bool,
     ipxe_efi: Path | None,
     secure_boot: bool,
@@ -87,10 +89,11 @@ def boot_command(
     port: int,
     qemu: str,
 ) -> None:
-    """Boot OUT in QEMU and stream its serial console to standard output.
+    """Boot OUT (or FILE.iso) in QEMU and stream its serial console to standard output.
 
     OUT is a directory written by `netbuild CLOSURE -o OUT` (or by `netbuild
-    menu`, with --script menu.ipxe). Messages from netbuild, and QEMU's own,
+    menu`, with --script menu.ipxe); FILE.iso an image written by `netbuild
+    iso`, booted as a CD or a USB stick. Messages from netbuild, and QEMU's own,
     go to standard error. Without --expect, the exit status is 0 when the
     guest powers off; a kernel panic or a failing QEMU is an error.
 
@@ -102,9 +105,10 @@ def boot_command(
       netbuild boot out/ --via uefi-http --secure-boot     # OVMF HTTP Boot of netboot.efi, no iPXE
       netbuild boot out/ --via tftp --append 'systemd.unit=rescue.target'
       netbuild boot images/ --via http --script menu.ipxe --set netbuild-image=lab2
+      netbuild boot system.iso --via usb --uefi           # the ISO as a USB stick, OVMF
     """
     options = BootOptions(
-        via=via,
+        via=via or ("cdrom" if is_iso(out) else "direct"),
         uefi=uefi,
         script=script,
         expect=expect,

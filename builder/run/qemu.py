@@ -6,6 +6,9 @@
 - http: netbuild's own HTTP server (builder.run.serve) on the host's loopback; the DHCP boot file is
   `http://10.0.2.2:PORT/<script>`, 10.0.2.2 being the host as the guest sees it.
 
+- cdrom, usb: an ISO image (`netbuild iso`) as the machine's CD-ROM drive, or as a USB stick on an
+  xHCI controller, first in the boot order; a NIC without a boot ROM, for discs that start iPXE.
+
 Each with SeaBIOS (default) or OVMF (UEFI). Extra kernel parameters (--append) reach an iPXE boot
 the way a menu would pass them, through iPXE's ${cmdline}: a small chain script, rendered from
 ipxe/boot-chain.ipxe, sets it (and any --set variables) and chain-loads the directory's script.
@@ -38,7 +41,18 @@ from urllib.parse import quote
 
 from builder.errors import NetbuildError
 from builder.formats.bzimage import BzImageError, read_header_file
-from builder.outcontract import BZIMAGE, INITRD, KERNEL_PARAMS, NETBOOT_EFI, NETBOOT_IPXE, ManifestError, read_manifest
+from builder.formats.iso import is_iso, read_file, read_iso
+from builder.outcontract import (
+    BZIMAGE,
+    INITRD,
+    KERNEL_PARAMS,
+    MANIFEST,
+    NETBOOT_EFI,
+    NETBOOT_IPXE,
+    ManifestError,
+    parse_manifest,
+    read_manifest,
+)
 from builder.run.accel import choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, Outcome
 from builder.run.memory import boot_memory_mib, default_memory_mib
@@ -46,7 +60,8 @@ from builder.run.serve import Server
 from builder.writers.ipxe import chain_script
 
 QEMU = "qemu-system-x86_64"
-VIAS = ("direct", "tftp", "http", "uefi-http")
+VIAS = ("direct", "tftp", "http", "uefi-http", "cdrom", "usb")
+DISC_VIAS = ("cdrom", "usb")  # these boot an ISO file rather than an OUT directory
 # Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
 # trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
 SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
@@ -190,6 +205,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _check_options(directory: Path, options: BootOptions) -> None:
     if options.via not in VIAS:
         raise NetbuildError(f"--via {options.via!r}: choose one of {', '.join(VIAS)}")
+    if options.via in DISC_VIAS:
+        if not is_iso(directory):
+            raise NetbuildError(f"{directory}: not an ISO image; --via {options.via} boots one (netbuild iso)")
+        if options.settings or options.script != NETBOOT_IPXE or options.append.strip():
+            raise NetbuildError(f"--set, --script and --append are not for --via {options.via}: the disc boots "
+                                "with the command line written on it")
+        return
+    if is_iso(directory):
+        raise NetbuildError(f"{directory}: an ISO image; boot it with --via cdrom or --via usb")
     if not directory.is_dir():
         raise NetbuildError(f"{directory}: not a directory")
     if options.secure_boot and not options.firmware_uefi:
@@ -241,6 +265,15 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
             log(f"serving {directory} at {server.url} (the firmware's HTTP Boot fetches {url})")
             # QEMU's DHCP hands out the URL; a UEFI HTTP Boot client takes it from there, no iPXE.
             command += [*_network(None, url, boot=True, option_rom=False), *_HTTP_BOOT_ONLY]
+        elif options.via in DISC_VIAS:
+            drive = f"if=none,id=disc,format=raw,readonly=on,file={_qemu_option_value(str(directory))}"
+            if options.via == "cdrom":
+                command += ["-drive", f"{drive},media=cdrom", "-device", "ide-cd,drive=disc,bootindex=1"]
+            else:
+                command += ["-device", "qemu-xhci", "-drive", drive, "-device", "usb-storage,drive=disc,bootindex=1"]
+            # The network for a disc that starts iPXE; no boot ROM, so that a disc that does not boot
+            # is a failure rather than a network boot.
+            command += _network(None, None, boot=False, option_rom=False)
         elif options.via == "direct":
             command += _network(None, None, boot=False)
             params = (directory / KERNEL_PARAMS).read_text(encoding="utf-8").strip()
@@ -366,8 +399,11 @@ def _memory(directory: Path, options: BootOptions) -> int:
 
 
 def boot_memory_of(directory: Path) -> int:
-    """What the directory's image needs to boot: manifest.json's statement when netbuild wrote it,
-    else the same rule applied to the files, guessing the initrd unpacks to four times its size."""
+    """What the directory's image (or the ISO's) needs to boot: manifest.json's statement when
+    netbuild wrote it, else the same rule applied to the files, guessing the initrd unpacks to four
+    times its size."""
+    if is_iso(directory):
+        return _disc_memory(directory)
     try:
         return read_manifest(directory).boot_mib
     except ManifestError:
@@ -378,6 +414,20 @@ def boot_memory_of(directory: Path) -> int:
     except (OSError, BzImageError):
         initrd_bytes, init_size = 0, 0
     return boot_memory_mib(kernel_init_size=init_size, initrd_bytes=initrd_bytes, rootfs_bytes=4 * initrd_bytes)
+
+
+def _disc_memory(iso: Path) -> int:
+    """A disc of an OUT carries its manifest.json; a chain ISO's image is not on it (the floor)."""
+    listing = read_iso(iso)
+    manifest = listing.file(f"/{MANIFEST}")
+    try:
+        if manifest is not None:
+            return parse_manifest(read_file(iso, manifest), iso / MANIFEST).boot_mib
+    except ManifestError:
+        pass
+    initrd = listing.file("/initrd")
+    size = initrd.size if initrd is not None else 0
+    return boot_memory_mib(kernel_init_size=0, initrd_bytes=size, rootfs_bytes=4 * size)
 
 
 def _shell_quote(arg: str) -> str:

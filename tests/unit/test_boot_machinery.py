@@ -5,6 +5,7 @@ accelerator probe (run under TCG: the tests never touch /dev/kvm), memory sizing
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 import urllib.request
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.errors import NetbuildError
 from builder.run.accel import accelerator_runs, choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, clean
 from builder.run.memory import boot_memory_mib, default_memory_mib, pages
-from builder.run.qemu import CHAIN_SCRIPT, IMAGE_LINK, BootOptions, prepared_launch
+from builder.run.qemu import CHAIN_SCRIPT, IMAGE_LINK, BootOptions, boot, prepared_launch
 from builder.run.serve import parse_range
 
 # Writes its argv[1:] to stdout one by one, pausing between them, then sleeps for argv[0] seconds.
@@ -164,6 +166,39 @@ def test_uefi_tftp_command_gives_the_firmware_ipxe_and_ipxe_the_script(out_dir: 
         assert netdev.endswith(f",bootfile=tftp://10.0.2.2/{IMAGE_LINK}/netboot.ipxe")
         assert (root / f"tftp:/10.0.2.2/{IMAGE_LINK}/netboot.ipxe").read_bytes() == ipxe_efi.read_bytes()
         assert (root / IMAGE_LINK / "netboot.ipxe").read_bytes() == b"#!ipxe\n"  # what iPXE gets by that path
+
+
+@pytest.fixture
+def disc(tmp_path: Path) -> Path:
+    """Enough of an ISO for the command line: the ISO 9660 magic where a volume descriptor starts."""
+    iso = tmp_path / "a,b.iso"  # a comma, which QEMU's option syntax needs doubled
+    iso.write_bytes(bytes(0x8001) + b"CD001" + bytes(2042))
+    return iso
+
+
+def test_disc_commands_boot_the_iso_as_a_cd_or_a_usb_stick(disc: Path) -> None:
+    drive = f"if=none,id=disc,format=raw,readonly=on,file={str(disc).replace(',', ',,')}"
+    with prepared_launch(disc, BootOptions(via="cdrom", accel="tcg", memory_mib=512)) as launch:
+        assert _value(launch.command, "-drive") == f"{drive},media=cdrom"
+        assert _devices(launch.command)[:2] == ["ide-cd,drive=disc,bootindex=1", "virtio-net-pci,netdev=net0,romfile="]
+    with prepared_launch(disc, BootOptions(via="usb", uefi=True, accel="tcg", memory_mib=512)) as launch:
+        drives = [launch.command[i + 1] for i, a in enumerate(launch.command) if a == "-drive"]
+        assert drives[-1] == drive and drives[0].startswith("if=pflash")
+        assert _devices(launch.command)[:2] == ["qemu-xhci", "usb-storage,drive=disc,bootindex=1"]
+
+
+@pytest.mark.parametrize(("via", "extra", "message"), [
+    ("cdrom", {"append": "quiet"}, "--set, --script and --append are not for --via cdrom"),
+    ("direct", {}, "an ISO image; boot it with --via cdrom or --via usb"),
+])
+def test_disc_options_that_cannot_work_are_refused(disc: Path, via: str, extra: dict[str, str], message: str) -> None:
+    with pytest.raises(NetbuildError, match=re.escape(message)):
+        boot(disc, BootOptions(via=via, accel="tcg", memory_mib=512, **extra))  # type: ignore[arg-type]
+
+
+def test_a_directory_is_no_disc(out_dir: Path) -> None:
+    with pytest.raises(NetbuildError, match=re.escape(f"{out_dir}: not an ISO image; --via usb boots one")):
+        boot(out_dir, BootOptions(via="usb", accel="tcg"))
 
 
 def test_boot_memory_follows_kernel_initrd_and_twice_the_rootfs() -> None:

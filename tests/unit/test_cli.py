@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def netbuild(*args: str) -> subprocess.CompletedProcess[str]:
@@ -45,3 +46,14 @@ def test_usage_errors_are_one_line() -> None:
 def test_version() -> None:
     proc = netbuild("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("netbuild, version ")
+
+
+def test_iso_is_a_command_that_needs_out_or_a_chain_url(tmp_path: Path) -> None:
+    assert " iso " in netbuild("--help").stdout
+    cases = (([], "error: name the OUT to put on the disc (or --chain URL)\n"),
+             ([str(tmp_path), "--chain", "http://h/x"], "error: name OUT, or --chain URL, but not both\n"),
+             ([str(tmp_path), "--ipxe-efi", __file__], "error: --ipxe-lkrn and --ipxe-efi are for --chain\n"))
+    for args, message in cases:
+        proc = netbuild("iso", *args, "-o", str(tmp_path / "x.iso"))
+        assert (proc.returncode, proc.stderr) == (1, message)
+    assert list(tmp_path.iterdir()) == []
