@@ -267,7 +267,7 @@ def test_a_specialisation_the_menu_cannot_name_is_refused(system: System, name: 
 
 def test_the_squashfs_stage_1_is_boot_json_s_initrd(system: System) -> None:
     if shutil.which("mksquashfs") is None:
-        pytest.skip("squashfs-tools is not installed")
+        pytest.fail("squashfs-tools is not installed (make install installs it)")
     prepared = squashfs.prepare(system.plan("netboot-squashfs"))
     assert isinstance(prepared.stage1, ToplevelStage1)
     assert prepared.stage1.store_path == f"{STAGE1}/initrd"  # not other-initrd, where <toplevel>/initrd leads
@@ -275,7 +275,7 @@ def test_the_squashfs_stage_1_is_boot_json_s_initrd(system: System) -> None:
 
 def test_the_menu_needs_one_stage_1_for_all(tmp_path: Path, kernel_bytes: bytes) -> None:
     if shutil.which("mksquashfs") is None:
-        pytest.skip("squashfs-tools is not installed")
+        pytest.fail("squashfs-tools is not installed (make install installs it)")
     system = System(tmp_path, kernel_bytes)
     system.fast["initrd"] = f"{STAGE1}/other-initrd"
     plan = system.plan("netboot-squashfs")
