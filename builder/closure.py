@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class StorePath:
     def name(self) -> str:
         return self.basename.split("-", 1)[1]
 
-    def verified(self, digest: bytes, size: int) -> VerifiedPath:
+    def verified(self, digest: bytes, size: int, rootfs_bytes: int | None = None) -> VerifiedPath:
         """This path with the NAR hash and size read from disk, if they agree with what the closure says."""
         if self.nar_hash is not None and self.nar_hash != digest:
             raise NetbuildError(
@@ -74,7 +74,7 @@ class StorePath:
             raise NetbuildError(
                 f"{self.path}: NAR size mismatch: the closure says {self.nar_size}, the files on disk give {size}"
             )
-        return VerifiedPath(self.path, digest, size, self.references)
+        return VerifiedPath(self.path, digest, size, self.references, rootfs_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,8 @@ class VerifiedPath:
     nar_hash: bytes
     nar_size: int
     references: tuple[str, ...]
+    # What it takes in a tmpfs once unpacked (builder/footprint.py), when the writer counted it.
+    rootfs_bytes: int | None = field(default=None, compare=False)
 
     @property
     def nar_hash_nix32(self) -> str:

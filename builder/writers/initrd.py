@@ -35,6 +35,7 @@ from builder.cache import CacheEntry, SegmentCache
 from builder.closure import REGISTRATION_PATH, Closure, StoreFS, StorePath, VerifiedPath, store_read_error
 from builder.errors import NetbuildError, is_write_error
 from builder.filecopy import copy_range
+from builder.footprint import node_bytes
 from builder.formats import CHUNK
 from builder.formats.compress import Compression
 from builder.formats.cpio import CpioError, CpioWriter
@@ -97,9 +98,11 @@ def pack_store_path(
     root = store.disk_path(sp.path)
     arc_root = sp.path.lstrip("/")
     hasher = NarHasher()
+    rootfs_bytes = 0  # counted here, on nodes read anyway: the boot memory follows it
     try:
         for node in walk(root):
             hasher.node(node)
+            rootfs_bytes += node_bytes(node)
             name = f"{arc_root}/{node.relpath}" if node.relpath else arc_root
             _pack_node(builder.writer_for, node, name, hasher, read_bytes)
             builder.entry_done()
@@ -108,7 +111,7 @@ def pack_store_path(
         if is_write_error(e):
             raise  # the initrd or a segment file, not the store: the caller reports it
         raise store_read_error(sp, e) from None
-    return sp.verified(digest, size)
+    return sp.verified(digest, size, rootfs_bytes)
 
 
 def write_skeleton(cpio: CpioWriter, init: str) -> None:

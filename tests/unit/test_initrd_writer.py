@@ -10,8 +10,9 @@ import pytest
 from support.initrd import initrd_entries, initrd_members
 
 from builder.checks.selfcheck import check_initrd
-from builder.closure import Closure, StoreFS, StorePath
+from builder.closure import Closure, StoreFS, StorePath, VerifiedPath
 from builder.errors import NetbuildError
+from builder.footprint import store_rootfs_bytes
 from builder.formats.compress import parse_compression
 from builder.formats.nar import hash_path
 from builder.preinit import preinit_program
@@ -113,3 +114,15 @@ def test_names_that_are_not_utf8_pass_through_byte_for_byte(tmp_path: Path) -> N
     data, _ = build(tmp_path, closure_for(tmp_path, with_hashes=True))
     names = [os.fsencode(name) for name in initrd_entries(data)]
     assert os.fsencode(B.lstrip("/")) + b"/" + odd in names
+
+
+def test_the_writer_counts_each_paths_tmpfs_pages_as_a_walk_does(tmp_path: Path) -> None:
+    """The boot memory's input: counted while packing (no second walk), the same as walking it."""
+    make_store(tmp_path)
+    (tmp_path / B.lstrip("/") / "long-link").symlink_to("x" * 200)  # too long to live in the inode
+    _, result = build(tmp_path, closure_for(tmp_path, with_hashes=False))
+    counted = {p.path: p.rootfs_bytes for p in result.verified}  # type: ignore[attr-defined]
+    walked = {p: store_rootfs_bytes(StoreFS(tmp_path), [VerifiedPath(p, bytes(32), 0, ())], None) for p in (A, B)}
+    assert counted == walked
+    files = [f for f in (tmp_path / B.lstrip("/")).rglob("*") if f.is_file() and not f.is_symlink()]
+    assert walked[B] == sum(-(-f.stat().st_size // 4096) * 4096 for f in files) + 4096  # + the long link
