@@ -40,6 +40,7 @@ from typing import BinaryIO
 from urllib.parse import quote
 
 from builder.errors import NetbuildError
+from builder.firmware import find_ipxe_snp_efi, find_ovmf, find_secure_boot_ovmf
 from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.iso import is_iso, read_file, read_iso
 from builder.outcontract import (
@@ -62,9 +63,6 @@ from builder.writers.ipxe import chain_script
 QEMU = "qemu-system-x86_64"
 VIAS = ("direct", "tftp", "http", "uefi-http", "cdrom", "usb")
 DISC_VIAS = ("cdrom", "usb")  # these boot an ISO file rather than an OUT directory
-# Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
-# trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
-SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
 # UEFI HTTP Boot alone: the firmware's PXE boot options would be tried (and time out) first.
 _HTTP_BOOT_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
                    "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]
@@ -73,20 +71,6 @@ CHAIN_SCRIPT = "netbuild-boot.ipxe"
 IMAGE_LINK = "image"  # the directory, as the chain script's TFTP root names it
 DIRECT_FILES = (BZIMAGE, INITRD, KERNEL_PARAMS)  # what --via direct boots; --via uefi-http boots NETBOOT_EFI
 STOP_GRACE_S = 5.0
-# OVMF as distributions install it: (code, variables template). Debian/Ubuntu first.
-OVMF_CANDIDATES = (
-    (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
-    (Path("/usr/share/OVMF/OVMF_CODE.fd"), Path("/usr/share/OVMF/OVMF_VARS.fd")),
-    (Path("/usr/share/edk2/ovmf/OVMF_CODE.fd"), Path("/usr/share/edk2/ovmf/OVMF_VARS.fd")),
-    (Path("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd"), Path("/usr/share/edk2-ovmf/x64/OVMF_VARS.fd")),
-)
-# iPXE for UEFI machines, using the firmware's network driver (SNP): what the firmware's PXE client
-# loads. Debian/Ubuntu's ipxe package first.
-IPXE_EFI_CANDIDATES = (
-    Path("/usr/lib/ipxe/snponly.efi"),
-    Path("/usr/share/ipxe/ipxe-snponly-x86_64.efi"),  # Fedora: ipxe-bootimgs-x64
-    Path("/usr/share/ipxe/x86_64/snponly.efi"),
-)
 _SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 
 Log = Callable[[str], None]
@@ -300,7 +284,7 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
                     (tftp_root / CHAIN_SCRIPT).write_bytes(chain_script(target=target, settings=settings))
                     target = CHAIN_SCRIPT
                 if options.uefi:
-                    target = _uefi_boot_file(tftp_root, target, options.ipxe_efi or find_ipxe_efi())
+                    target = _uefi_boot_file(tftp_root, target, options.ipxe_efi or find_ipxe_snp_efi())
             command += _network(tftp_root, target, boot=True, option_rom=not options.uefi)
         command += list(options.qemu_args)
         yield Launch(command=command, accel=accel, server=server)
@@ -329,7 +313,7 @@ def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
         "-serial", "mon:stdio" if options.interactive else "stdio",
     ]
     if options.firmware_uefi:
-        code, vars_template = options.ovmf or (_secure_boot_ovmf() if options.secure_boot else find_ovmf())
+        code, vars_template = options.ovmf or (find_secure_boot_ovmf() if options.secure_boot else find_ovmf())
         if options.secure_boot:
             # The firmware keeps its variables (the enrolled keys) in SMM: q35 with SMM and a secure flash.
             args += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
@@ -366,30 +350,8 @@ def _network(tftp_root: Path | None, bootfile: str | None, *, boot: bool, option
     return args
 
 
-def _secure_boot_ovmf() -> tuple[Path, Path]:
-    if all(path.is_file() for path in SECURE_BOOT_OVMF):
-        return SECURE_BOOT_OVMF
-    raise NetbuildError(f"--secure-boot: {SECURE_BOOT_OVMF[0]} not found (Debian's ovmf has it, with test keys)")
-
-
-def find_ipxe_efi() -> Path:
-    for candidate in IPXE_EFI_CANDIDATES:
-        if candidate.is_file():
-            return candidate
-    raise NetbuildError(f"iPXE for UEFI not found (looked for {IPXE_EFI_CANDIDATES[0]} and others): a UEFI "
-                        "network boot starts it from the firmware; install iPXE (Debian: ipxe) or pass --ipxe-efi")
-
-
 def _qemu_option_value(value: str) -> str:
     return value.replace(",", ",,")  # QEMU's option syntax doubles a comma inside a value
-
-
-def find_ovmf() -> tuple[Path, Path]:
-    for code, variables in OVMF_CANDIDATES:
-        if code.is_file() and variables.is_file():
-            return code, variables
-    raise NetbuildError(f"UEFI firmware not found (looked for {OVMF_CANDIDATES[0][0]} and others); "
-                        "install OVMF (Debian: ovmf)")
 
 
 def _memory(directory: Path, options: BootOptions) -> int:

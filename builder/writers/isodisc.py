@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from builder.closure import Closure, StoreFS, StorePath
 from builder.errors import NetbuildError
+from builder.firmware import IPXE_EFI_CANDIDATES, IPXE_LKRN_CANDIDATES, first_present
 from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.iso import SECTOR, IsoListing, file_sha256, read_iso
 from builder.outcontract import BZIMAGE, INITRD, KERNEL_PARAMS, MANIFEST, NETBOOT_EFI, Digest, Manifest, read_manifest
@@ -39,10 +40,6 @@ from builder.writers.iso import (
 )
 from builder.writers.uki import check_uki, find_stub, os_release
 
-IPXE_LKRN_CANDIDATES = (Path("/usr/lib/ipxe/ipxe.lkrn"), Path("/usr/share/ipxe/ipxe.lkrn"))
-# iPXE for UEFI with its own drivers for every NIC it knows (and the firmware's SNP for the rest):
-# started from a disc, not from a NIC, so not snponly.efi, which drives only the NIC it came from.
-IPXE_EFI_CANDIDATES = (Path("/usr/lib/ipxe/ipxe.efi"), Path("/usr/share/ipxe/ipxe-x86_64.efi"))
 AUTOEXEC = "autoexec.ipxe"
 CHAIN_SCRIPT = "/chain.ipxe"
 CHAIN_VOLUME = "NETBUILD_CHAIN"
@@ -123,10 +120,6 @@ def reads_autoexec(ipxe_efi: Path) -> bool:
     return AUTOEXEC.encode() in ipxe_efi.read_bytes()
 
 
-def _first(candidates: tuple[Path, ...]) -> Path | None:
-    return next((p for p in candidates if p.is_file()), None)
-
-
 def disc_for_chain(url: str, *, ipxe_lkrn: Path | None, ipxe_efi: Path | None, label: str | None,
                    warn: Warn) -> Disc:
     """A small disc that starts iPXE and boots the iPXE script at URL."""
@@ -134,7 +127,7 @@ def disc_for_chain(url: str, *, ipxe_lkrn: Path | None, ipxe_efi: Path | None, l
     if parsed.scheme not in _URL_SCHEMES or not parsed.netloc or any(c.isspace() for c in url):
         raise NetbuildError(f"--chain {url!r}: expected an http://, https:// or tftp:// URL of an iPXE script, "
                             "e.g. http://10.0.0.1:8080/netboot.ipxe")
-    lkrn = ipxe_lkrn or _first(IPXE_LKRN_CANDIDATES)
+    lkrn = ipxe_lkrn or first_present(IPXE_LKRN_CANDIDATES)
     if lkrn is None:
         raise NetbuildError(f"iPXE not found (looked for {IPXE_LKRN_CANDIDATES[0]} and others): the chain ISO starts "
                             "it; install iPXE (Debian: ipxe) or pass --ipxe-lkrn FILE")
@@ -145,7 +138,7 @@ def disc_for_chain(url: str, *, ipxe_lkrn: Path | None, ipxe_efi: Path | None, l
         disc_file(ISOLINUX_CFG, isolinux_cfg(description=f"netbuild iso --chain {url}: iPXE boots it",
                                              kernel="/ipxe.lkrn", initrd=CHAIN_SCRIPT, append="")),
     )
-    efi_program = ipxe_efi or _first(IPXE_EFI_CANDIDATES)
+    efi_program = ipxe_efi or first_present(IPXE_EFI_CANDIDATES)
     efi: tuple[FatFile, ...] | None = None
     if efi_program is not None and reads_autoexec(efi_program):
         # Beside the program: the first place iPXE looks (the file system's root is the second).

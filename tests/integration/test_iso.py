@@ -21,7 +21,8 @@ import pytest
 from conftest import RunNetbuild, SystemClosure
 from support.netboot import MARKER, assert_guest_store, netbuild_boot, netbuild_serve
 
-from builder.writers.isodisc import IPXE_EFI_CANDIDATES, reads_autoexec
+from builder.firmware import IPXE_EFI_CANDIDATES
+from builder.writers.isodisc import reads_autoexec
 
 pytestmark = pytest.mark.nix
 

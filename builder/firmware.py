@@ -1,0 +1,58 @@
+"""Where this machine keeps the firmware and boot programs netbuild starts or puts on media: OVMF
+(and Debian's Secure Boot test build of it), iPXE for BIOS and for UEFI. Debian/Ubuntu's paths
+first, then other distributions'. One place, so that `netbuild boot` and `netbuild iso` look in
+the same ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.errors import NetbuildError
+
+# OVMF as distributions install it: (code, variables template).
+OVMF_CANDIDATES = (
+    (Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd")),
+    (Path("/usr/share/OVMF/OVMF_CODE.fd"), Path("/usr/share/OVMF/OVMF_VARS.fd")),
+    (Path("/usr/share/edk2/ovmf/OVMF_CODE.fd"), Path("/usr/share/edk2/ovmf/OVMF_VARS.fd")),
+    (Path("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd"), Path("/usr/share/edk2-ovmf/x64/OVMF_VARS.fd")),
+)
+# Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
+# trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
+SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
+# iPXE for UEFI using the firmware's network driver (SNP): what a UEFI machine's own PXE client loads.
+IPXE_SNP_EFI_CANDIDATES = (
+    Path("/usr/lib/ipxe/snponly.efi"),
+    Path("/usr/share/ipxe/ipxe-snponly-x86_64.efi"),  # Fedora: ipxe-bootimgs-x64
+    Path("/usr/share/ipxe/x86_64/snponly.efi"),
+)
+# iPXE for UEFI with its own drivers for every NIC it knows (and the firmware's SNP for the rest):
+# started from a disc, not from a NIC, so not snponly.efi, which drives only the NIC it came from.
+IPXE_EFI_CANDIDATES = (Path("/usr/lib/ipxe/ipxe.efi"), Path("/usr/share/ipxe/ipxe-x86_64.efi"))
+IPXE_LKRN_CANDIDATES = (Path("/usr/lib/ipxe/ipxe.lkrn"), Path("/usr/share/ipxe/ipxe.lkrn"))
+
+
+def first_present(candidates: tuple[Path, ...]) -> Path | None:
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    for code, variables in OVMF_CANDIDATES:
+        if code.is_file() and variables.is_file():
+            return code, variables
+    raise NetbuildError(f"UEFI firmware not found (looked for {OVMF_CANDIDATES[0][0]} and others); "
+                        "install OVMF (Debian: ovmf)")
+
+
+def find_secure_boot_ovmf() -> tuple[Path, Path]:
+    if all(path.is_file() for path in SECURE_BOOT_OVMF):
+        return SECURE_BOOT_OVMF
+    raise NetbuildError(f"--secure-boot: {SECURE_BOOT_OVMF[0]} not found (Debian's ovmf has it, with test keys)")
+
+
+def find_ipxe_snp_efi() -> Path:
+    found = first_present(IPXE_SNP_EFI_CANDIDATES)
+    if found is None:
+        raise NetbuildError(f"iPXE for UEFI not found (looked for {IPXE_SNP_EFI_CANDIDATES[0]} and others): a UEFI "
+                            "network boot starts it from the firmware; install iPXE (Debian: ipxe) or pass --ipxe-efi")
+    return found
