@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.closure_json import Entry, clip, entries, shown
+from builder.closure_json import Entry, bounded_int, clip, entries, shown
 from builder.errors import NetbuildError
 from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
 
@@ -143,7 +143,9 @@ class Closure:
 def load_closure(source: str, data: bytes) -> Closure:
     """Parse closure JSON bytes; `source` names the input in error messages."""
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_int=bounded_int)
+    except NetbuildError as e:  # from bounded_int: a number longer than any Nix writes
+        raise NetbuildError(f"{source}: {e}") from None
     except RecursionError:
         raise NetbuildError(f"{source}: JSON nested too deeply to be a closure") from None
     except UnicodeDecodeError as e:
