@@ -1,5 +1,6 @@
 """Closure JSON no Nix could have written, refused with one short line: numbers longer than Nix's
-64-bit ones (Python would refuse them with a traceback past 4,300 digits)."""
+64-bit ones (Python would refuse them with a traceback past 4,300 digits), hashes of a megabyte
+(cut short in the message, which still says what a hash should look like)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ def test_integers_of_64_bits_are_read() -> None:
     doc = [{"path": A, "references": [], "narSize": 2**64 - 1, "registrationTime": -(2**63)}]
     (entry,) = load_closure("closure.json", json.dumps(doc).encode())
     assert entry.nar_size == 2**64 - 1
+
+
+@pytest.mark.parametrize(
+    ("nar_hash", "explained"),
+    [
+        ("sha256:" + "x" * 1_000_000, "expected sha256 as 'sha256-<base64>'"),
+        ("sha256-" + "x" * 1_000_000, "bad sha256 base64"),
+        ("x" * 1_000_000, "expected sha256 as 'sha256-<base64>'"),
+        ("m" * 1_000_000 + "d5:abc", "is not sha256"),
+    ],
+)
+def test_a_megabyte_of_hash_is_cut_short_and_still_explained(nar_hash: str, explained: str) -> None:
+    message = refused([{"path": A, "references": [], "narHash": nar_hash}])
+    assert message.startswith(f"closure.json: {A}: narHash: hash ") and "…" in message
+    assert explained in message
