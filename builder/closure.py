@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.closure_cycles import refuse_cycles
 from builder.closure_json import Entry, bounded_int, clip, entries, shown
 from builder.errors import NetbuildError
 from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
@@ -152,7 +153,9 @@ def load_closure(source: str, data: bytes) -> Closure:
         raise NetbuildError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise NetbuildError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return Closure(_store_paths(source, doc), source=source)
+    closure = Closure(_store_paths(source, doc), source=source)
+    refuse_cycles(source, {sp.path: sp.references for sp in closure})
+    return closure
 
 
 def _store_paths(source: str, doc: Any) -> list[StorePath]:

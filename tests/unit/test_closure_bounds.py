@@ -1,6 +1,7 @@
 """Closure JSON no Nix could have written, refused with one short line: numbers longer than Nix's
 64-bit ones (Python would refuse them with a traceback past 4,300 digits), hashes of a megabyte
-(cut short in the message, which still says what a hash should look like)."""
+(cut short in the message, which still says what a hash should look like), and references that
+go round in a circle between different paths (a path's references exist before it does)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from builder.closure_json import ECHO_LIMIT
 from builder.errors import NetbuildError
 
 A = f"/nix/store/{'a' * 32}-alpha"
+B = f"/nix/store/{'b' * 32}-beta"
+C = f"/nix/store/{'c' * 32}-gamma"
 
 
 def refused(data: bytes | object) -> str:
@@ -53,3 +56,32 @@ def test_a_megabyte_of_hash_is_cut_short_and_still_explained(nar_hash: str, expl
     message = refused([{"path": A, "references": [], "narHash": nar_hash}])
     assert message.startswith(f"closure.json: {A}: narHash: hash ") and "…" in message
     assert explained in message
+
+
+def test_two_paths_that_reference_each_other_are_refused() -> None:
+    message = refused([{"path": A, "references": [B]}, {"path": B, "references": [A, B]}])
+    assert message == (
+        f"closure.json: {A} and {B} reference each other, which Nix never records (a path's references "
+        "exist before it does: only a path's reference to itself can point back)"
+    )
+
+
+def test_a_longer_circle_is_refused_naming_its_paths() -> None:
+    message = refused([{"path": A, "references": [B]}, {"path": B, "references": [C]},
+                       {"path": C, "references": [A]}])
+    assert message.startswith(f"closure.json: references go round in a circle: {A} → {B} → {C} → {A}, which")
+
+
+def test_a_long_circle_is_named_in_part() -> None:
+    paths = [f"/nix/store/{str(i).zfill(32).replace('0', 'a')}-p{i}" for i in range(1000)]
+    doc = [{"path": p, "references": [paths[(i + 1) % len(paths)]]} for i, p in enumerate(paths)]
+    message = refused(doc)
+    assert "(1000 paths)" in message and message.count(min(paths)) == 2  # where it starts and ends
+
+
+def test_references_to_itself_and_shared_ones_are_fine() -> None:
+    # A diamond (A → B, A → C, B → C, C → C) goes round nowhere.
+    closure = load_closure("closure.json", json.dumps([
+        {"path": A, "references": [A, B, C]}, {"path": B, "references": [C]}, {"path": C, "references": [C]},
+    ]).encode())
+    assert closure.roots() == [A]
