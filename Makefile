@@ -24,13 +24,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # isolinux, syslinux-common: `netbuild iso`'s BIOS loader (isolinux.bin, ldlinux.c32, the isohdpfx.bin MBR)
 # mtools, dosfstools: the FAT image of its UEFI El Torito entry (mkfs.fat, mcopy)
 # xorriso: the tests read the El Torito catalog and partition tables with an independent tool
+# nginx, wrk: `make bench` serves the built OUT with nginx and with `netbuild serve`, loaded by wrk
+#   (tests/bench_serve.py starts nginx with a configuration of its own; Debian's package also
+#   enables a default site on port 80 where services are started on install)
 # The names are the same on Debian 12 and 13: libarchive-c's shared library comes with
 # libarchive-tools, which depends on it under either name (libarchive13, libarchive13t64).
 APT_PACKAGES := qemu-system-x86 ipxe-qemu ipxe ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
 	nix-bin cpio zstd xz-utils gzip libarchive-tools jq \
 	lz4 lzop bzip2 patchelf binutils chromium kmod file python3 python3-venv \
 	systemd-boot-efi osslsigncode sbsigntool openssl \
-	isolinux syslinux-common mtools dosfstools xorriso
+	isolinux syslinux-common mtools dosfstools xorriso nginx wrk
 
 .PHONY: install system venv test test-other-release check lint demo bench clean
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.closure_json import Entry, clip, entries, shown
+from builder.closure_cycles import refuse_cycles
+from builder.closure_json import Entry, bounded_int, clip, entries, shown
 from builder.errors import NetbuildError
 from builder.formats.nixhash import HashFormatError, format_nix32, parse_sha256
 
@@ -133,14 +134,18 @@ class Closure:
 def load_closure(source: str, data: bytes) -> Closure:
     """Parse closure JSON bytes; `source` names the input in error messages."""
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_int=bounded_int)
+    except NetbuildError as e:  # from bounded_int: a number longer than any Nix writes
+        raise NetbuildError(f"{source}: {e}") from None
     except RecursionError:
         raise NetbuildError(f"{source}: JSON nested too deeply to be a closure") from None
     except UnicodeDecodeError as e:
         raise NetbuildError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise NetbuildError(f"{source}: malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return Closure(_store_paths(source, doc), source=source)
+    closure = Closure(_store_paths(source, doc), source=source)
+    refuse_cycles(source, {sp.path: sp.references for sp in closure})
+    return closure
 
 
 def _store_paths(source: str, doc: Any) -> list[StorePath]:

@@ -32,6 +32,12 @@ from builder.errors import NetbuildError
 # shows any real one whole, and a megabyte of garbage as one short line.
 ECHO_LIMIT = 300
 
+# Nix writes its numbers (narSize, closureSize, registrationTime) as 64-bit integers: 20 digits at
+# most. A longer one is refused as it is read: Python refuses to convert one of more than 4,300
+# digits with a ValueError (sys.int_max_str_digits, which is global, so not to be raised here),
+# and takes quadratic time below that.
+MAX_INT_DIGITS = 20
+
 # The versions of the {"version", "storeDir", "info"} form (nix path-info --json-format N).
 WRAPPER_VERSIONS = (2, 3)
 
@@ -50,6 +56,16 @@ def clip(text: str) -> str:
 def shown(value: object) -> str:
     """A value from the document as an error message quotes it: its repr, clipped."""
     return clip(repr(value))
+
+
+def bounded_int(text: str) -> int:
+    """json.loads's parse_int: an integer literal of the document, if Nix could have written it."""
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise NetbuildError(
+            f"an integer of {digits} digits ({clip(text)}): Nix writes none longer than {MAX_INT_DIGITS} (64 bits)"
+        )
+    return int(text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ times, side by side:
   - the nixpkgs-style pipeline (cp --parents, touch -d @1, sort -z, cpio --reproducible, zstd -10);
   - `zstd -T<cores> -10` alone over netbuild's uncompressed archive (the same bytes): the limit;
   - netbuild cold (empty cache), warm (nothing changed), warm after one package changed, no cache;
+  - `netbuild serve` against nginx serving the built OUT (tests/bench_serve.py);
 and reports sizes (against one zstd stream of the same archive and against per-path compression),
 peak memory from a 50 MB to a ~1 GB closure, and the time to the init marker when QEMU boots the
 image in each layout. Prints one table and, with --write FILE, writes it with the machine described.
@@ -32,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_serve import GOALS_AT_LEAST, Comparison, compare
+from bench_serve import render as render_serving
 from support.nixstore import FIXTURES, nix_build, nix_path_literal, path_info
 from support.qemu import QEMU, find_kernel, kernel_release
 
@@ -64,6 +67,7 @@ class Results:
     rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # what, time, size, memory
     ratios: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    serving: Comparison | None = None
 
 
 def measured(cmd: list[str], *, cwd: Path | None = None, stdin: Path | None = None, stdout: Path | None = None,
@@ -341,6 +345,11 @@ def main() -> int:
 
     per_path = per_path_size(work, paths)
 
+    # What a fleet fetches from the OUT just built: its initrd and its script.
+    print("bench: serving the OUT, netbuild serve against nginx", file=sys.stderr)
+    results.serving = compare(work / "cold", "initrd", "netboot.ipxe", work / "serve", rounds=repeats,
+                              seconds=1 if args.smoke else 5)
+
     print("bench: peak memory from a small to a large closure", file=sys.stderr)
     memory: list[tuple[int, float]] = []
     for tag, chosen in (("small", small_sources), ("large", big_sources)):
@@ -424,12 +433,17 @@ def render(r: Results, machine_text: str, paths: int, nar_total: int, entries: i
         "|---|---:|---:|---:|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in r.rows),
         "",
+        *([*render_serving(r.serving), ""] if r.serving is not None else []),
         "| goal | measured | limit | met |",
         "|---|---:|---:|:---:|",
     ]
     for name, limit in GOALS.items():
         value = r.ratios[name]
         lines.append(f"| {name} | {value:.3f} | ≤ {limit} | {'yes' if value <= limit else 'NO'} |")
+    if r.serving is not None:
+        for name, floor in GOALS_AT_LEAST.items():
+            value = r.serving.ratios[name]
+            lines.append(f"| {name} | {value:.3f} | ≥ {floor} | {'yes' if value >= floor else 'NO'} |")
     lines.append(f"| peak memory, any run | {peak:.0f} MB | ≤ {PEAK_MEMORY_GOAL_MB} MB | "
                  f"{'yes' if peak <= PEAK_MEMORY_GOAL_MB else 'NO'} |")
     lines += ["", *(f"- {note}" for note in r.notes), ""]

@@ -141,8 +141,14 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int) -> None:
 
     One directory is served at /; several side by side, each under its own
     name (/lab1/netboot.ipxe, /lab2/netboot.ipxe). GET and HEAD, byte ranges,
-    and a 403 for any path that leaves the directories. One log line per
-    request on standard output.
+    a 403 for any path that leaves the directories and for what is no regular
+    file (a FIFO, a device, a socket, a symlink loop), a 404 for what is not
+    there. One log line per request on standard output.
+
+    Made for fleets booting at once: hundreds of connections are queued
+    while they wait to be accepted. A connection idle for 30 s (between
+    requests, or while a request is still arriving) is closed, and so is one
+    whose client takes nothing for 60 s while an answer is being sent.
 
     \b
     Examples:

@@ -18,11 +18,20 @@ SHA256_BASE64_LENGTH = 44
 _HEX_RE = re.compile(r"[0-9a-fA-F]*")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
+# A message quotes at most this much of a hash: every notation Nix writes is shorter ('sha256:' and
+# 64 hex digits, 71 characters), so the start of a longer one is enough to recognise it, and a
+# megabyte of garbage makes a message short enough to still say what a hash should look like.
+_QUOTE_LIMIT = 100
+
 _EXPECTED = "expected sha256 as 'sha256-<base64>', 'sha256:<nix32|hex|base64>', 64 hex or 52 nix32 chars"
 
 
 class HashFormatError(ValueError):
     """A hash string that is not a well-formed sha256 in one of the notations Nix uses."""
+
+
+def _quoted(text: str) -> str:
+    return repr(text) if len(text) <= _QUOTE_LIMIT else repr(text[:_QUOTE_LIMIT]) + "…"
 
 
 def nix32_length(size: int) -> int:
@@ -41,28 +50,28 @@ def nix32_encode(data: bytes) -> str:
 def nix32_decode(text: str) -> bytes:
     size = len(text) * 5 // 8
     if nix32_length(size) != len(text):
-        raise HashFormatError(f"nix32 string {text!r} has impossible length {len(text)}")
+        raise HashFormatError(f"nix32 string {_quoted(text)} has impossible length {len(text)}")
     number = 0
     for char in text:
         value = _NIX32_VALUES.get(char)
         if value is None:
-            raise HashFormatError(f"nix32 string {text!r} has invalid character {char!r}")
+            raise HashFormatError(f"nix32 string {_quoted(text)} has invalid character {_quoted(char)}")
         number = (number << 5) | value
     if number >> (8 * size):
         # The top digit carries more bits than the bytes need; Nix rejects non-zero spare bits too.
-        raise HashFormatError(f"nix32 string {text!r} has non-zero bits beyond {size} bytes")
+        raise HashFormatError(f"nix32 string {_quoted(text)} has non-zero bits beyond {size} bytes")
     return number.to_bytes(size, "little")
 
 
 def _decode_base64(text: str, original: str) -> bytes:
     if len(text) != SHA256_BASE64_LENGTH or not _BASE64_RE.fullmatch(text):
-        raise HashFormatError(f"hash {original!r}: bad sha256 base64 (want 44 characters); {_EXPECTED}")
+        raise HashFormatError(f"hash {_quoted(original)}: bad sha256 base64 (want 44 characters); {_EXPECTED}")
     try:
         digest = base64.b64decode(text, validate=True)
     except binascii.Error as error:
-        raise HashFormatError(f"hash {original!r}: bad base64 ({error})") from None
+        raise HashFormatError(f"hash {_quoted(original)}: bad base64 ({error})") from None
     if len(digest) != SHA256_SIZE:
-        raise HashFormatError(f"hash {original!r}: base64 decodes to {len(digest)} bytes, want 32")
+        raise HashFormatError(f"hash {_quoted(original)}: base64 decodes to {len(digest)} bytes, want 32")
     return digest
 
 
@@ -74,10 +83,10 @@ def _decode_unprefixed(text: str, original: str) -> bytes:
         try:
             return nix32_decode(text)
         except HashFormatError as error:
-            raise HashFormatError(f"hash {original!r}: {error}") from None
+            raise HashFormatError(f"hash {_quoted(original)}: {error}") from None
     if len(text) == SHA256_BASE64_LENGTH:
         return _decode_base64(text, original)
-    raise HashFormatError(f"hash {original!r}: {_EXPECTED}")
+    raise HashFormatError(f"hash {_quoted(original)}: {_EXPECTED}")
 
 
 def parse_sha256(text: str) -> bytes:
@@ -88,10 +97,12 @@ def parse_sha256(text: str) -> bytes:
         return _decode_unprefixed(text[len("sha256:") :], text)
     algorithm = re.match(r"([a-z0-9]+)[-:]", text)
     if algorithm:
-        raise HashFormatError(f"hash {text!r}: algorithm {algorithm.group(1)!r} is not sha256; {_EXPECTED}")
+        raise HashFormatError(
+            f"hash {_quoted(text)}: algorithm {_quoted(algorithm.group(1))} is not sha256; {_EXPECTED}"
+        )
     if len(text) in (SHA256_HEX_LENGTH, SHA256_NIX32_LENGTH):
         return _decode_unprefixed(text, text)
-    raise HashFormatError(f"hash {text!r}: {_EXPECTED}")
+    raise HashFormatError(f"hash {_quoted(text)}: {_EXPECTED}")
 
 
 def _check_digest(digest: bytes) -> None:

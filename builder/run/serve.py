@@ -1,11 +1,19 @@
-"""An HTTP server for iPXE: GET and HEAD of the files in one or more OUT directories.
+"""An HTTP server for iPXE and for fleets booting at once: GET and HEAD of the files in one or more
+OUT directories.
 
-The standard library's http.server does the protocol; its SimpleHTTPRequestHandler does not: it
-ignores Range, and it quietly maps a path that climbs out of the directory back inside it instead of
-refusing it. So the handler here is our own, on BaseHTTPRequestHandler: byte ranges (one range per
-request; several are answered with the whole file, which RFC 9110 allows), a 403 for any path that
-leaves the served directory (by `..` or by a symlink), a correct Content-Length on every answer,
+Its own, on socketserver's threads (one per connection) rather than on http.server: that one
+ignores Range, quietly maps a path that climbs out of the directory back inside it instead of
+refusing it, parses headers slowly (builder/run/http_head.py says why) and has no timeouts. Here:
+byte ranges (one range per request; several are answered with the whole file, which RFC 9110
+allows), a 403 for any path that leaves the served directory (by `..` or by a symlink) and for
+what is no regular file (builder/run/serve_tree.py), a correct Content-Length on every answer,
 and one log line per request.
+
+Made for a fleet powered on at once: a listen backlog of BACKLOG connections (http.server's is 5:
+the rest of a storm of SYNs is dropped and retried after 1, 3, 7 s), small files sent with their
+headers in one write, larger ones and byte ranges by sendfile, an idle or slow request head closed
+after IDLE_TIMEOUT_S and a client that stops reading dropped after SEND_TIMEOUT_S without progress
+(builder/run/serve_wire.py).
 
 One directory is served at `/`; several are served side by side, each under its own name
 (`/lab1/netboot.ipxe`, `/lab2/netboot.ipxe`), the way a menu (`netbuild menu`) expects them.
@@ -13,95 +21,52 @@ One directory is served at `/`; several are served side by side, each under its 
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import os
 import re
 import socket
-import stat
+import socketserver
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from builder.closure_json import clip
 from builder.errors import NetbuildError
 from builder.outcontract import TEXT_FILES
+from builder.run.http_head import BadRequest, Request, parse, request_line
+from builder.run.serve_cache import MAX_SIZE, SmallFiles
+from builder.run.serve_tree import File, Listing, Missing, Refused, ServedTree, Unservable, open_file
+from builder.run.serve_wire import HeadTimeout, Stalled, Truncated, Wire
+
+__all__ = ["IDLE_TIMEOUT_S", "SEND_TIMEOUT_S", "ServedTree", "Server", "parse_range"]
 
 Log = Callable[[str], None]
+
+IDLE_TIMEOUT_S = 30.0  # for a whole request head, from the connection's opening or the previous answer
+SEND_TIMEOUT_S = 60.0  # without any byte taken by the client
+# Connections the kernel queues until they are accepted (it caps this at net.core.somaxconn,
+# 4096 since Linux 5.4): a few hundred machines powered on together connect within milliseconds.
+BACKLOG = 1024
+# Up to this size a file is kept in memory and sent with its headers in one write (one packet for
+# a script); larger ones, and their byte ranges, by sendfile, without passing through Python.
+SMALL_FILE = MAX_SIZE
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 # UEFI HTTP Boot decides what it fetched by Content-Type first: application/efi for a program (a
 # UKI), application/vnd.efi-iso and -img for media; anything else it refuses.
 _CONTENT_TYPES = {".ipxe": "text/plain; charset=utf-8", ".json": "application/json", ".sh": "text/x-shellscript",
                   ".efi": "application/efi", ".iso": "application/vnd.efi-iso", ".img": "application/vnd.efi-img"}
+_TEXT = "text/plain; charset=utf-8"
 
 
-@dataclass(frozen=True)
-class ServedTree:
-    """What the server exposes: URL prefix ('' for the root) → real directory."""
-
-    roots: Mapping[str, Path]
-
-    @classmethod
-    def of(cls, directories: list[Path]) -> ServedTree:
-        for d in directories:
-            if not d.is_dir():
-                raise NetbuildError(f"{d}: not a directory")
-        if len(directories) == 1:
-            return cls({"": directories[0].resolve()})
-        roots: dict[str, Path] = {}
-        for d in directories:
-            name = d.resolve().name
-            if name in roots:
-                raise NetbuildError(
-                    f"{d}: another directory is also named {name!r}; directories served side by side need "
-                    "distinct names"
-                )
-            roots[name] = d.resolve()
-        return cls(roots)
-
-    def locate(self, url_path: str) -> tuple[Path | None, list[str] | None]:
-        """(file or directory, None) for a path inside a served directory; (None, names) for the
-        listing of `/` when several directories are served; raises _Refused or _Missing otherwise."""
-        segments = [unquote(s) for s in url_path.split("/") if s]
-        if any(s in (".", "..") or "/" in s or "\0" in s for s in segments):
-            raise _Refused
-        if "" in self.roots:
-            root, rest = self.roots[""], segments
-        elif not segments:
-            return None, [f"{name}/" for name in sorted(self.roots)]
-        elif segments[0] in self.roots:
-            root, rest = self.roots[segments[0]], segments[1:]
-        else:
-            raise _Missing
-        candidate = root.joinpath(*rest)
-        if not os.path.lexists(candidate):
-            raise _Missing
-        # A symlink inside OUT that points out of it is refused like `..`: the client named a file
-        # outside what was meant to be served.
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(root):
-            raise _Refused
-        if not resolved.exists():
-            raise _Missing
-        return resolved, None
-
-
-class _Refused(Exception):
-    pass
-
-
-class _Missing(Exception):
-    pass
-
-
-def _content_type(path: Path) -> str:
-    if path.name in TEXT_FILES:
-        return "text/plain; charset=utf-8"
-    return _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+def _content_type(name: str) -> str:
+    if name in TEXT_FILES:
+        return _TEXT
+    return _CONTENT_TYPES.get(os.path.splitext(name)[1], "application/octet-stream")
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -126,128 +91,207 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: iPXE fetches script, kernel and initrd in a row
-    server_version = "netbuild"
+class _Date:
+    """The Date field, formatted once a second rather than for every answer."""
+
+    def __init__(self) -> None:
+        self._cached = (-1, "")  # (second, text), replaced whole: threads read it without a lock
+
+    def now(self) -> str:
+        second = int(time.time())
+        cached = self._cached
+        if cached[0] != second:
+            cached = (second, email.utils.formatdate(second, usegmt=True))
+            self._cached = cached
+        return cached[1]
+
+
+def _printable(text: str) -> str:
+    """text from a request for a log line: cut short (a path may be 64 KiB), control characters
+    escaped so that a request cannot forge log lines."""
+    text = clip(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+@dataclass(frozen=True)
+class _Site:
     tree: ServedTree
     log: Log
+    idle_s: float
+    send_s: float
+    date: _Date
+    small: SmallFiles
 
-    def version_string(self) -> str:
-        return self.server_version
 
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
+class _Connection(socketserver.BaseRequestHandler):
+    """One client connection: requests answered in turn until it closes, idles or misbehaves."""
 
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
-
-    def _answer(self, *, send_body: bool) -> None:
-        url_path = urlsplit(self.path).path
-        try:
-            found, listing = self.tree.locate(url_path)
-        except _Refused:
-            self._error(HTTPStatus.FORBIDDEN, "path leaves the served directory", send_body)
-            return
-        except _Missing:
-            self._error(HTTPStatus.NOT_FOUND, "no such file", send_body)
-            return
-        if listing is None and found is not None and found.is_dir():
-            listing = sorted(p.name + ("/" if p.is_dir() else "") for p in found.iterdir())
-        if listing is not None:
-            body = "".join(f"{name}\n" for name in listing).encode()
-            self._send_bytes(HTTPStatus.OK, body, "text/plain; charset=utf-8", send_body)
-            return
-        assert found is not None
-        self._send_file(found, send_body)
-
-    def _send_file(self, path: Path, send_body: bool) -> None:
-        try:
-            f = open(path, "rb")  # noqa: SIM115 — closed below, after sendfile
-        except OSError as e:
-            self._error(HTTPStatus.FORBIDDEN, e.strerror or "cannot open", send_body)
-            return
-        with f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                self._error(HTTPStatus.FORBIDDEN, "not a regular file", send_body)
-                return
-            size = st.st_size
-            last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
-            span: tuple[int, int] | None = None
-            range_header = self.headers.get("Range")
-            if_range = self.headers.get("If-Range")
-            if range_header and (if_range is None or if_range == last_modified):
-                try:
-                    span = parse_range(range_header, size)
-                except ValueError:
-                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    self._log_request(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, 0, range_header)
-                    return
-            start, end = span if span is not None else (0, size - 1)
-            length = end - start + 1
-            status = HTTPStatus.PARTIAL_CONTENT if span is not None else HTTPStatus.OK
-            self.send_response(status)
-            self.send_header("Content-Type", _content_type(path))
-            self.send_header("Content-Length", str(length))
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Last-Modified", last_modified)
-            if span is not None:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
-            if send_body and length > 0:
-                self.connection.sendfile(f, start, length)
-            self._log_request(status, length if send_body else 0, range_header if span else None)
-
-    def _send_bytes(self, status: HTTPStatus, body: bytes, content_type: str, send_body: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-        self._log_request(status, len(body) if send_body else 0, None)
-
-    def _error(self, status: HTTPStatus, why: str, send_body: bool) -> None:
-        self._send_bytes(status, f"{status.value} {status.phrase}: {why}\n".encode(), "text/plain; charset=utf-8",
-                         send_body)
-
-    def _log_request(self, status: HTTPStatus, sent: int, byte_range: str | None) -> None:
-        extra = f" {byte_range}" if byte_range else ""
-        path = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in self.path)  # no log injection
-        self.log(f'{self.client_address[0]} "{self.command} {path}" {status.value} {sent}{extra}')
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # _log_request writes the one line per request, with what was really sent
-
-    def log_message(self, format: str, *args: object) -> None:
-        # What http.server itself reports: a malformed request, an unsupported method.
-        self.log(f"{self.client_address[0]} {format % args}")
+    site: _Site
 
     def handle(self) -> None:
-        # The client went away mid-transfer (iPXE cancelled, curl interrupted): not our error.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            super().handle()
+        self.addr = self.client_address[0]
+        self.version = (1, 1)  # of the request being answered
+        self.wire = Wire(self.request, idle_s=self.site.idle_s, send_s=self.site.send_s)
+        try:
+            while self._one_request():
+                pass
+        except HeadTimeout:
+            self.site.log(f"{self.addr} timed out: no whole request within {self.site.idle_s:g} s; "
+                          "connection closed")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away mid-answer (iPXE cancelled, curl interrupted): not our error
+        except OSError as e:  # e.g. EIO reading a file: this connection ends, the server goes on
+            self.site.log(f"{self.addr} {e.strerror or e}; connection closed")
+
+    def _one_request(self) -> bool:
+        """Read and answer one request; whether the connection stays open for the next."""
+        try:
+            head = self.wire.next_head()
+        except BadRequest as e:  # a head too large to be read whole
+            self._error(e.status, e.why, f'"{_printable(request_line(self.wire.pending()))}"', True, False)
+            return False
+        if head is None:
+            return False
+        try:
+            request = parse(head)
+        except BadRequest as e:
+            self._error(e.status, e.why, f'"{_printable(request_line(head))}"', True, False)
+            return False
+        what = f'"{request.method} {_printable(request.target)}"'
+        self.version = request.version
+        if request.method not in ("GET", "HEAD"):
+            self._error(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {clip(request.method)!r}", what, True, False)
+            return False
+        # A body (which GET and HEAD do not have) is never read: the connection ends with the answer.
+        keep = request.keep_alive and not request.has_body
+        try:
+            self._answer(request, what, keep)
+        except Stalled as e:
+            self.site.log(f"{self.addr} timed out sending {_printable(request.target)}: the client took nothing "
+                          f"for {self.site.send_s:g} s after {e.sent} bytes of the body; connection closed")
+            return False
+        except Truncated:
+            self.site.log(f"{self.addr} {_printable(request.target)} got shorter while being sent; "
+                          "connection closed")
+            return False
+        return keep
+
+    def _answer(self, request: Request, what: str, keep: bool) -> None:
+        send_body = request.method == "GET"
+        try:
+            found = self.site.tree.locate(urlsplit(request.target).path)
+            if isinstance(found, Listing):
+                body = "".join(f"{name}\n" for name in found.names).encode()
+                self._send_bytes(HTTPStatus.OK, body, _TEXT, what, send_body, keep)
+            else:
+                self._send_file(found, request, what, send_body, keep)
+        except Refused:
+            self._error(HTTPStatus.FORBIDDEN, "path leaves the served directory", what, send_body, keep)
+        except Missing:
+            self._error(HTTPStatus.NOT_FOUND, "no such file", what, send_body, keep)
+        except Unservable as e:
+            self._error(HTTPStatus.FORBIDDEN, e.why, what, send_body, keep)
+
+    def _head(self, status: HTTPStatus, fields: str, keep: bool) -> bytes:
+        if not keep:
+            fields += "Connection: close\r\n"
+        elif self.version < (1, 1):
+            fields += "Connection: keep-alive\r\n"  # an HTTP/1.0 client keeps it only when told
+        return (f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: netbuild\r\nDate: {self.site.date.now()}\r\n"
+                f"{fields}\r\n").encode("latin-1")
+
+    def _send_file(self, found: File, request: Request, what: str, send_body: bool, keep: bool) -> None:
+        small = self.site.small
+        cached = small.get(found.path, found.stat) if found.stat.st_size <= SMALL_FILE else None
+        if cached is not None:
+            self._send_content(request, what, send_body, keep, found.name, len(cached.data), cached.last_modified,
+                               cached.data, None)
+            return
+        fd, st = open_file(found)
+        try:
+            last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+            data = None
+            if st.st_size <= SMALL_FILE:  # read whole (a range is cut from it): sent with the headers
+                data = os.pread(fd, st.st_size, 0)
+                small.put(found.path, st, data, last_modified)
+            self._send_content(request, what, send_body, keep, found.name, st.st_size, last_modified, data, fd)
+        finally:
+            os.close(fd)
+
+    def _send_content(self, request: Request, what: str, send_body: bool, keep: bool, name: str, size: int,
+                      last_modified: str, data: bytes | None, fd: int | None) -> None:
+        """The answer for a file: all of it, the range asked for, or 416. The body is data (the
+        whole file, in memory) when given, else sent from fd."""
+        span: tuple[int, int] | None = None
+        range_header = request.fields.get("range")
+        if_range = request.fields.get("if-range")
+        if range_header and (if_range is None or if_range == last_modified):
+            try:
+                span = parse_range(range_header, size)
+            except ValueError:
+                status = HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
+                self.wire.send(self._head(status, f"Content-Range: bytes */{size}\r\nContent-Length: 0\r\n", keep))
+                self._log(what, status, 0, range_header)
+                return
+        start, end = span if span is not None else (0, size - 1)
+        length = end - start + 1
+        status = HTTPStatus.PARTIAL_CONTENT if span is not None else HTTPStatus.OK
+        fields = (f"Content-Type: {_content_type(name)}\r\nContent-Length: {length}\r\n"
+                  f"Accept-Ranges: bytes\r\nLast-Modified: {last_modified}\r\n")
+        if span is not None:
+            fields += f"Content-Range: bytes {start}-{end}/{size}\r\n"
+        head = self._head(status, fields, keep)
+        if not send_body or length <= 0:
+            self.wire.send(head)
+        elif data is not None:
+            body = data[start:end + 1]
+            if len(body) != length:
+                raise Truncated
+            self.wire.send(head + body)  # one write, one packet for a script
+        else:
+            assert fd is not None
+            self.wire.send_with_file(head, fd, start, length)
+        self._log(what, status, length if send_body else 0, range_header if span else None)
+
+    def _send_bytes(self, status: HTTPStatus, body: bytes, content_type: str, what: str, send_body: bool,
+                    keep: bool) -> None:
+        head = self._head(status, f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n", keep)
+        self.wire.send(head + body if send_body else head)
+        self._log(what, status, len(body) if send_body else 0, None)
+
+    def _error(self, status: HTTPStatus, why: str, what: str, send_body: bool, keep: bool) -> None:
+        self._send_bytes(status, f"{status.value} {status.phrase}: {why}\n".encode(), _TEXT, what, send_body, keep)
+
+    def _log(self, what: str, status: HTTPStatus, sent: int, byte_range: str | None) -> None:
+        extra = f" {_printable(byte_range)}" if byte_range else ""
+        self.site.log(f"{self.addr} {what} {status.value} {sent}{extra}")
 
 
-class _ThreadingHTTPServer6(ThreadingHTTPServer):
+class _TCPServer(socketserver.ThreadingTCPServer):
+    request_queue_size = BACKLOG
+    allow_reuse_address = True  # a restarted server gets its port back at once, as http.server's does
+    daemon_threads = True  # open connections do not keep the process alive when it is told to stop
+
+
+class _TCPServer6(_TCPServer):
     address_family = socket.AF_INET6
 
 
 class Server:
     """A running server; `url` is where the host reaches it. Stop it with close()."""
 
-    def __init__(self, directories: list[Path], *, bind: str = "127.0.0.1", port: int = 0, log: Log) -> None:
+    def __init__(self, directories: list[Path], *, bind: str = "127.0.0.1", port: int = 0, log: Log,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         tree = ServedTree.of(directories)
-        handler = type("Handler", (_Handler,), {"tree": tree, "log": staticmethod(log)})
-        server_class = _ThreadingHTTPServer6 if ":" in bind else ThreadingHTTPServer
+        site = _Site(tree, log, idle_timeout_s, send_timeout_s, _Date(), SmallFiles())
+        handler = type("Connection", (_Connection,), {"site": site})
+        server_class = _TCPServer6 if ":" in bind else _TCPServer
         try:
             self._httpd = server_class((bind, port), handler)
         except OSError as e:
             raise NetbuildError(f"cannot listen on {bind}:{port}: {e.strerror}") from None
-        self._httpd.daemon_threads = True
         self.tree = tree
         self.bind = bind
         self.port: int = self._httpd.server_address[1]

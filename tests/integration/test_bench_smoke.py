@@ -21,7 +21,8 @@ def test_the_benchmark_runs_and_its_builds_agree(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = table.read_text()
     for row in ("nixpkgs-style pipeline", "the limit", "netbuild, cold", "netbuild, warm, one package changed",
-                "cold / zstd limit", "size / one zstd stream", "peak memory, any run"):
+                "cold / zstd limit", "size / one zstd stream", "peak memory, any run",
+                "serve / nginx, large file MB/s", "serve / nginx, small file requests/s"):
         assert row in text, row
     assert text.strip() == proc.stdout.strip()  # the table printed is the table kept
     # The warm build took every segment from the cache.

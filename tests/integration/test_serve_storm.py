@@ -1,0 +1,238 @@
+"""`netbuild serve` under a fleet's load and a hostile network: hundreds of machines asking at once,
+small answers on kept-alive connections, clients that go quiet or stop reading, and files in the
+tree that must not be opened (a FIFO would hang the request, a symlink loop has no file at its end).
+
+Behaviour tests with generous bounds, not benchmarks (`make bench` measures against nginx). The
+served directory is made here; nothing needs Nix, QEMU or the kernel. Loopback only."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import os
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from support.netboot import ServeProcess, netbuild_serve
+
+from builder.run.serve_cache import SETTLED_NS
+
+SCRIPT = b"#!ipxe\nkernel bzImage initrd=initrd init=/nix/store/x-system/init ${cmdline}\ninitrd initrd\nboot\n"
+CLIENTS = 300
+CLIENT_TIMEOUT_S = 20
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A served directory with what a fleet fetches and what a server must never open."""
+    out = tmp_path_factory.mktemp("storm") / "out"
+    out.mkdir()
+    (out / "netboot.ipxe").write_bytes(SCRIPT)
+    (out / "initrd").write_bytes(os.urandom(4 << 20))
+    with open(out / "big", "wb") as f:  # larger than any socket buffer: a sender must wait for the reader
+        f.truncate(256 << 20)
+    (out / "loop").symlink_to("loop")
+    (out / "ping").symlink_to("pong")
+    (out / "pong").symlink_to("ping")
+    os.mkfifo(out / "fifo")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(out / "socket"))  # the file stays after close
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tree: Path) -> Iterator[ServeProcess]:
+    with netbuild_serve(str(tree)) as s:
+        yield s
+
+
+@contextmanager
+def served_with_timeouts(tree: Path, *, idle_s: float, send_s: float) -> Iterator[ServeProcess]:
+    """The same server with short timeouts (the command's are 30 and 60 s), set through Server."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from builder.run.serve import Server\n"
+        "def say(line):\n"
+        "    print(line, flush=True)\n"
+        f"server = Server([Path({str(tree)!r})], port=0, log=say, idle_timeout_s={idle_s}, send_timeout_s={send_s})\n"
+        f"say(f'serving {tree} at {{server.url}}')\n"
+        "server.serve_forever()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield ServeProcess(proc)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _address(server: ServeProcess) -> tuple[str, int]:
+    url = urlsplit(server.url)
+    assert url.hostname == "127.0.0.1" and url.port is not None  # loopback only
+    return url.hostname, url.port
+
+
+def _get(server: ServeProcess, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    own = conn is None
+    if conn is None:
+        conn = http.client.HTTPConnection(*_address(server), timeout=CLIENT_TIMEOUT_S)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        if own:
+            conn.close()
+
+
+def _wait_for_line(server: ServeProcess, text: str, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = server.wait_for_lines(10_000, timeout=0.2)
+        if any(text in line for line in lines):
+            return lines
+    return server.wait_for_lines(10_000, timeout=0)
+
+
+def test_three_hundred_machines_at_once(server: ServeProcess) -> None:
+    """A fleet powered on together: every machine's first GET is answered, 90% within a second."""
+    start = threading.Barrier(CLIENTS, timeout=60)
+    times: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def machine() -> None:
+        start.wait()
+        began = time.monotonic()
+        try:
+            status, body = _get(server, "/netboot.ipxe")
+            ok = (status, body) == (200, SCRIPT)
+            why = f"status {status}, {len(body)} bytes"
+        except OSError as e:
+            ok, why = False, repr(e)
+        with lock:
+            times.append(time.monotonic() - began)
+            if not ok:
+                failures.append(why)
+
+    threads = [threading.Thread(target=machine) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=CLIENT_TIMEOUT_S + 60)
+    assert len(times) == CLIENTS
+    assert failures == [], failures[:5]
+    p90 = statistics.quantiles(times, n=10)[-1]
+    assert p90 < 1.0, f"p90 {p90:.3f} s, slowest {max(times):.3f} s"
+
+
+def test_small_answers_on_a_kept_alive_connection_are_quick(server: ServeProcess) -> None:
+    """iPXE fetches script after script on one connection: no Nagle/delayed-ACK stall (40 ms) each."""
+    conn = http.client.HTTPConnection(*_address(server), timeout=CLIENT_TIMEOUT_S)
+    times = []
+    for _ in range(200):
+        began = time.perf_counter()
+        assert _get(server, "/netboot.ipxe", conn) == (200, SCRIPT)
+        times.append(time.perf_counter() - began)
+    conn.close()
+    assert statistics.median(times) < 0.005, f"median {statistics.median(times) * 1000:.1f} ms"
+
+
+@pytest.mark.parametrize("name", ["loop", "ping", "fifo", "socket"])
+def test_what_is_no_regular_file_is_refused_and_serving_goes_on(server: ServeProcess, tree: Path,
+                                                                  name: str) -> None:
+    conn = http.client.HTTPConnection(*_address(server), timeout=CLIENT_TIMEOUT_S)
+    status, body = _get(server, f"/{name}", conn)
+    assert status == 403 and body.startswith(b"403 Forbidden: "), (status, body)
+    assert _get(server, "/netboot.ipxe", conn) == (200, SCRIPT)  # the same connection, still in step
+    conn.close()
+    assert _get(server, "/netboot.ipxe") == (200, SCRIPT)  # and new ones
+    if name == "fifo":
+        # Nobody holds the FIFO open for reading: the server looked at it and never opened it.
+        with pytest.raises(OSError) as err:
+            os.open(tree / "fifo", os.O_WRONLY | os.O_NONBLOCK)
+        assert err.value.errno == errno.ENXIO
+
+
+def test_a_directory_listing_skips_nothing_and_opens_nothing(server: ServeProcess) -> None:
+    status, body = _get(server, "/")
+    assert (status, body.decode().split()) == (200, ["big", "fifo", "initrd", "loop", "netboot.ipxe", "ping", "pong",
+                                                     "socket"])
+
+
+def test_an_idle_connection_is_closed_after_the_timeout(tree: Path) -> None:
+    with served_with_timeouts(tree, idle_s=1, send_s=5) as server:
+        for requests in (0, 1):  # a connection that never asks, and one kept alive after an answer
+            with socket.create_connection(_address(server), timeout=CLIENT_TIMEOUT_S) as sock:
+                if requests:
+                    sock.sendall(b"GET /netboot.ipxe HTTP/1.1\r\nHost: x\r\n\r\n")
+                began = time.monotonic()
+                received = b""
+                while chunk := sock.recv(65536):
+                    received += chunk
+                waited = time.monotonic() - began
+            assert received.endswith(SCRIPT if requests else b"")
+            assert 0.9 <= waited < 10, f"closed after {waited:.2f} s"
+
+
+def test_a_request_dripped_byte_by_byte_is_cut_off(tree: Path) -> None:
+    """The timeout bounds the whole request head, not each read: a slow-loris client is closed too."""
+    with served_with_timeouts(tree, idle_s=1, send_s=5) as server:
+        with socket.create_connection(_address(server), timeout=CLIENT_TIMEOUT_S) as sock:
+            began = time.monotonic()
+            closed_after = None
+            for byte in b"GET /netboot.ipxe HTTP/1.1\r\nX-Slow: " + b"x" * 1000:
+                try:
+                    sock.send(bytes([byte]))
+                    readable, _, _ = select.select([sock], [], [], 0.2)  # a byte each 0.2 s
+                    ended = bool(readable) and sock.recv(65536) == b""
+                except OSError:
+                    ended = True
+                if ended:
+                    closed_after = time.monotonic() - began
+                    break
+                if time.monotonic() - began > 10:
+                    break
+        assert closed_after is not None and 0.9 <= closed_after < 5, closed_after
+        assert any("timed out" in line for line in _wait_for_line(server, "timed out", 10))
+        assert _get(server, "/netboot.ipxe") == (200, SCRIPT)
+
+
+def test_a_client_that_stops_reading_is_dropped(tree: Path, tmp_path: Path) -> None:
+    with served_with_timeouts(tree, idle_s=30, send_s=1) as server:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            sock.settimeout(CLIENT_TIMEOUT_S)
+            sock.connect(_address(server))
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            lines = _wait_for_line(server, "timed out", 15)  # and never reads
+            assert any("timed out sending /big" in line for line in lines), lines
+        assert _get(server, "/netboot.ipxe") == (200, SCRIPT)  # the server itself is fine
+
+
+def test_a_small_file_kept_in_memory_is_served_anew_once_changed(tmp_path: Path) -> None:
+    script = tmp_path / "netboot.ipxe"
+    script.write_bytes(b"#!ipxe\necho one\n")
+    time.sleep(SETTLED_NS / 1e9 + 0.2)  # settled: the server keeps it in memory from its first answer
+    with netbuild_serve(str(tmp_path)) as server:
+        conn = http.client.HTTPConnection(*_address(server), timeout=CLIENT_TIMEOUT_S)
+        assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho one\n")
+        conn.request("GET", "/netboot.ipxe", headers={"Range": "bytes=7-10"})  # cut from what is in memory
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (206, b"echo")
+        with open(script, "r+b") as f:  # in place: same inode, same size, same second
+            f.write(b"#!ipxe\necho two\n")
+        assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho two\n")
+        conn.close()
