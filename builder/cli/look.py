@@ -15,7 +15,7 @@ from builder.look.diff import diff
 from builder.look.inspect import inspect_initrd
 from builder.look.sizes import OTHER, sizes_of
 from builder.look.treemap import treemap_html
-from builder.outcontract import INITRD, MANIFEST, SHA256SUMS
+from builder.outcontract import INITRD, MANIFEST, SHA256SUMS, open_regular
 from builder.progress import human_bytes
 
 _PATH = click.Path(path_type=Path)
@@ -50,7 +50,9 @@ def check_command(out: Path, isos: tuple[Path, ...]) -> None:
     click.echo(f"{out}: ok: {report.artifacts} files match {MANIFEST} and {SHA256SUMS}; initrd: {report.members} "
                f"member{'s' if report.members != 1 else ''}, {report.entries} entries, "
                f"{report.store_paths} store paths")
-    inside = sorted(p for p in out.iterdir() if p.suffix == ".iso" and p.is_file())
+    inside = sorted(p for p in out.iterdir() if p.suffix == ".iso")
+    for iso in inside:
+        open_regular(iso).close()  # a disc in OUT is OUT's own file, not a link to one elsewhere
     for iso in [*inside, *(p for p in isos if p.resolve() not in {i.resolve() for i in inside})]:
         listing = check_disc_of_out(iso, out)
         click.echo(f"{iso}: ok: boots {out}'s kernel, initrd and command line from a CD or a USB stick, BIOS "
@@ -81,6 +83,10 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
       netbuild inspect system.iso
     """
     path = initrd / INITRD if initrd.is_dir() else initrd
+    try:
+        open_regular(path, follow=True).close()  # a FIFO would never end, a device never start
+    except OSError as error:
+        raise NetbuildError(f"{path}: cannot read: {error.strerror}") from None
     if is_iso(path):
         _inspect_iso(path, as_json)
         return
