@@ -90,7 +90,7 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
     if is_iso(path):
         _inspect_iso(path, as_json)
         return
-    listing = inspect_initrd(path)
+    listing = inspect_initrd(path, keep_entries=not members_only)
     if as_json:
         doc = listing.to_json()
         if members_only:
@@ -104,9 +104,9 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
         for s in listing.uki:
             click.echo(f"{s.name:<10} {s.offset:>12} {s.virtual_size:>12} {s.virtual_address:>#12x}")
         click.echo("its .initrd (offsets within the section):")
-    click.echo(f"{path}: {listing.size} bytes, {count} member{'s' if count != 1 else ''}, "
-               f"{len(listing.entries)} entries" + (f", {listing.padding} bytes of NUL padding" if listing.padding
-                                                    else ""))
+    entries = sum(m.entries for m in listing.members)  # counted even when not kept (--members)
+    padding = f", {listing.padding} bytes of NUL padding" if listing.padding else ""
+    click.echo(f"{path}: {listing.size} bytes, {count} member{'s' if count != 1 else ''}, {entries} entries{padding}")
     click.echo(f"{'member':>6} {'offset':>12} {'size':>12} {'compression':<11} {'unpacked':>12} {'entries':>8}")
     for m in listing.members:
         click.echo(f"{m.index:>6} {m.offset:>12} {m.size:>12} {m.compression:<11} {m.plain_size:>12} {m.entries:>8}")
