@@ -61,6 +61,8 @@ def check_initrd(
         expected_offset = 0
         for index, member in enumerate(members):
             where = f"self-check: {path.name}: member {index} ({member.role}) at {member.offset}"
+            if member.offset + member.size > file_size:  # before any read: a hostile manifest may say 2**63
+                raise NetbuildError(f"{where}: {member.size} bytes from there pass the end of the file ({file_size})")
             if member.offset < expected_offset:
                 raise NetbuildError(f"{where}: overlaps the member before, which ends at {expected_offset}")
             if member.offset > expected_offset:

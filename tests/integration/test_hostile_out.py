@@ -129,6 +129,20 @@ def test_hundreds_of_manifest_mutations_each_give_one_line_fast(
     print(f"{MUTATIONS} mutations: {statuses[1]} refused, {statuses[0]} passed; slowest {slowest:.3f} s")
 
 
+@pytest.mark.parametrize(("field", "value"), [(f, v) for f in ("offset", "size", "uncompressedSize", "entries")
+                                               for v in (2**63 - 1, 2**62, 2**63, -1, 10**400 // 10**399)])
+def test_members_placed_past_the_end_of_the_file_are_refused_before_reading(
+    out: Path, capsys: pytest.CaptureFixture[str], field: str, value: int
+) -> None:
+    doc = json.loads((out / "manifest.json").read_bytes())
+    for member in doc["initrd"]["members"]:
+        member[field] = value
+    reseal(out, json.dumps(doc).encode())
+    status, stderr, elapsed = run_check(out, capsys)
+    assert status == 1 and stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert elapsed < 1.0
+
+
 @pytest.mark.parametrize("hostile", ["symlink-out", "dev-zero", "fifo", "directory"])
 @pytest.mark.parametrize("name", ["bzImage", "initrd", "kernel-params", "manifest.json", "SHA256SUMS"])
 def test_an_artifact_that_is_not_a_regular_file_of_out_is_refused_fast(
