@@ -101,7 +101,8 @@ FORMAT_VERSION = 1
 Digest = tuple[int, str]  # a file's (size, sha256 hex)
 
 
-MANIFEST_LIMIT = 512 << 20  # a closure of 100,000 paths writes tens of MB; more is not a manifest
+MANIFEST_LIMIT = 128 << 20  # a 3,000-path NixOS closure writes ~3 MB, 100,000 paths ~100 MB; parsing more
+#   could cost gigabytes of memory (a list of 64 M small numbers is 512 MB of pointers)
 
 
 class NotRegular(NetbuildError):
@@ -372,6 +373,8 @@ def read_manifest(out: Path) -> Manifest:
     path = out / MANIFEST
     try:
         data = read_regular(path, MANIFEST_LIMIT)
+    except NotRegular as e:  # a manifest that is not a file: not netbuild's (check_replaceable says so)
+        raise ManifestError(str(e), str(e)) from None
     except FileNotFoundError:
         raise _failed(path, f"no such file (is {out} a netbuild output directory?)") from None
     except OSError as e:
