@@ -67,16 +67,20 @@ def _under_a_file(tmp_path: Path, mounts: list[Path]) -> Path:
     return tmp_path / "file" / "cache"
 
 
-@pytest.mark.parametrize("make", [_read_only, _full, _under_a_file], ids=["read-only", "full", "under-a-file"])
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [(_read_only, "Read-only file system"), (_full, "No space left on device"), (_under_a_file, "Not a directory")],
+    ids=["read-only", "full", "under-a-file"],
+)
 def test_an_unusable_cache_warns_once_and_builds_the_same_out(
-    tmp_path: Path, mounts: list[Path], system_closure, run_netbuild, built_out: Path, make
+    tmp_path: Path, mounts: list[Path], system_closure, run_netbuild, built_out: Path, make, error: str
 ) -> None:  # type: ignore[no-untyped-def]
     cache = make(tmp_path, mounts)
     out = tmp_path / "out"
     proc = run_netbuild(str(system_closure.closure_json), "-o", str(out), "--cache-dir", str(cache))
     warnings = [line for line in proc.stderr.decode().splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 1 and f"cache directory {cache}: " in warnings[0], proc.stderr
-    assert "building without the cache" in warnings[0]
+    assert "building without the cache" in warnings[0] and error in warnings[0], warnings[0]
     assert "Traceback" not in proc.stderr.decode()
     assert tree(out) == tree(built_out)
     if cache.is_dir():  # nothing left in the cache's temporary directory (ENOSPC must not leave .tmp files)
