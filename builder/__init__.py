@@ -24,4 +24,10 @@ The words the code uses for the pieces of an initrd, each for one thing only:
   (builder/writers/initrd.py).
 - blob: a segment kept in a file as bytes nobody parses: a TempBlob while it is packed
   (builder/tempblob.py), the first part of a cache entry once kept (builder/cache.py).
+- owned directory: a build's scratch (OUT's staging copy, the cache's temporary files) under an
+  flock held while the build lives, so that the next build can remove a killed one's
+  (builder/owned.py).
+- budget: the bounds of every reader of an initrd it did not make — plain bytes per member, name
+  and link target sizes, entries per archive (builder/formats/streams.py and cpio.py); reaching one
+  is an error saying "limit reached".
 """

@@ -22,6 +22,13 @@ Concurrency: entries are written to a private temporary file and renamed into pl
 see a whole entry or none, and two builds writing the same key write the same bytes. Pruning may
 delete an entry another build is about to open: that build sees a miss and rebuilds the group.
 Least-recently-used pruning keeps the total under a bound: a hit refreshes the entry's mtime.
+
+Faults: the cache only saves time, so it never fails a build that can succeed without it. A cache
+directory that cannot be made, written (read-only, full, over quota) or pruned is warned about
+once, naming the directory and the error, and the build goes on uncached from there (hits already
+found still serve: reading may work where writing does not). An entry being made when its write
+fails is removed at once. Each build's temporary files are in a directory it owns (builder/owned.py),
+so those of a killed build are removed by the next one, not left for STALE_TEMP_S.
 """
 
 from __future__ import annotations
@@ -30,21 +37,28 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from builder.errors import NetbuildError
+from builder.owned import OwnedDir, remove_abandoned
 from builder.tempblob import TempBlob
 
 MAGIC = b"NBSEG-1\n"
 _FOOTER = struct.Struct("<Q32s8s")  # meta length, sha256 of meta, MAGIC
 FORMAT = 2  # 2: the blob is checked through its members' sha256 (no blob_sha256)
 DEFAULT_MAX_BYTES = 10 << 30
-STALE_TEMP_S = 24 * 3600  # a temporary file this old belongs to a build that died
+STALE_TEMP_S = 24 * 3600  # a loose temporary file this old (an older netbuild's) belongs to a build that died
+_BUILD_PREFIX = "build-"  # tmp/build-*: one directory per live build (owned.OwnedDir)
+
+
+def _ignore(message: str) -> None:
+    pass
 
 
 def default_cache_dir() -> Path:
@@ -80,11 +94,19 @@ class EntryWriter(TempBlob):
     """One entry being made (see TempBlob); appended(meta) publishes it under its key."""
 
     def __init__(self, cache: SegmentCache, key: str) -> None:
-        super().__init__(cache.temp_dir, f"{key[:16]}.")
+        super().__init__(cache.build_dir, f"{key[:16]}.")
         self._cache = cache
         self._key = key
 
     def appended(self, meta: dict[str, Any]) -> None:
+        """Publish the entry; a failure to is a cache fault (the bytes are in the initrd already)."""
+        try:
+            self._publish(meta)
+        except OSError as e:
+            self.abort()
+            self._cache.fault(e)
+
+    def _publish(self, meta: dict[str, Any]) -> None:
         self.seal()
         with open(self.temp, "ab") as f:
             meta = {**meta, "format": FORMAT, "key": self._key, "blob_size": f.tell()}
@@ -96,20 +118,50 @@ class EntryWriter(TempBlob):
         os.replace(self.temp, final)
 
 
+def open_cache(root: Path, max_bytes: int = DEFAULT_MAX_BYTES,
+               warn: Callable[[str], None] = _ignore) -> SegmentCache | None:
+    """The cache at root, or None (after one warning) when it cannot be used at all."""
+    try:
+        return SegmentCache(root, max_bytes, warn)
+    except OSError as e:
+        warn(_fault_message(root, e))
+        return None
+
+
+def _fault_message(root: Path, e: OSError) -> str:
+    where = f" ({os.fsdecode(e.filename)})" if e.filename is not None and Path(os.fsdecode(e.filename)) != root else ""
+    return (f"cache directory {root}: {e.strerror or e}{where}; building without the cache "
+            "(the output is the same, only slower; --cache-dir DIR or --no-cache to choose)")
+
+
 class SegmentCache:
-    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Raises OSError when root cannot be made into a cache (open_cache turns that into a warning)."""
+
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES, warn: Callable[[str], None] = _ignore) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.segments = root / "segments"
         self.temp_dir = root / "tmp"
-        try:
-            for directory in (root, self.segments, self.temp_dir):
-                directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise NetbuildError(
-                f"cache directory {root}: cannot create it: {e.strerror} (choose another with --cache-dir, "
-                "or build with --no-cache)"
-            ) from None
+        self._warn = warn
+        self._lock = threading.Lock()
+        self.writable = True  # False after the first fault: nothing more is written
+        for directory in (root, self.segments, self.temp_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(self.temp_dir, _BUILD_PREFIX)  # killed builds' temporary files
+        self._owned = OwnedDir(self.temp_dir, _BUILD_PREFIX)
+        self.build_dir = self._owned.path
+
+    def fault(self, e: OSError) -> None:
+        """Writing failed: warn once, write nothing more (thread-safe)."""
+        with self._lock:
+            first, self.writable = self.writable, False
+        if first:
+            self._warn(_fault_message(self.root, e))
+
+    def close(self) -> None:
+        """Remove this build's temporary directory (what is left in it was never published)."""
+        shutil.rmtree(self.build_dir, ignore_errors=True)
+        self._owned.release()
 
     def entry_path(self, key: str) -> Path:
         return self.segments / key[:2] / f"{key}.seg"
@@ -119,7 +171,7 @@ class SegmentCache:
         try:
             with open(path, "rb") as file:
                 meta = _read_meta(file, key)
-        except FileNotFoundError:
+        except OSError:  # absent, or unreadable: a miss either way
             return None
         if meta is None:
             self.drop(key)
@@ -128,16 +180,35 @@ class SegmentCache:
             os.utime(path)  # least recently used = oldest mtime
         return CacheEntry(key, path, meta)
 
-    def writer(self, key: str) -> EntryWriter:
-        return EntryWriter(self, key)
+    def writer(self, key: str) -> EntryWriter | None:
+        """A writer for a new entry, or None once the cache cannot be written."""
+        if not self.writable:
+            return None
+        try:
+            return EntryWriter(self, key)
+        except OSError as e:
+            self.fault(e)
+            return None
 
     def drop(self, key: str) -> None:
-        self.entry_path(key).unlink(missing_ok=True)
+        try:
+            self.entry_path(key).unlink(missing_ok=True)
+        except OSError as e:
+            self.fault(e)
 
     def prune(self) -> int:
         """Delete least recently used entries until the cache fits max_bytes; returns bytes freed."""
+        try:
+            return self._prune()
+        except OSError as e:
+            self.fault(e)
+            return 0
+
+    def _prune(self) -> int:
         now = time.time()
         for temp in self.temp_dir.iterdir():
+            if temp.name.startswith(_BUILD_PREFIX):
+                continue  # a build's own directory: removed by remove_abandoned once its build is gone
             try:
                 if now - temp.stat().st_mtime > STALE_TEMP_S:
                     temp.unlink()
@@ -198,7 +269,11 @@ def memoized(root: Path | None, namespace: str, material: Any, compute: Callable
     with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps({"value": value}).encode())
-        os.replace(temp, path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps({"value": value}).encode())
+            os.replace(temp, path)
+        except OSError:
+            os.unlink(temp)  # full or failing: leave nothing behind
+            raise
     return value

@@ -19,17 +19,26 @@ checked when it is read and each section when it is first asked for, in the shap
 it, so that a reader is refused only over the part it uses (an OUT of an older netbuild, whose
 manifest lacks a section or has it in an older shape, is still recognised as netbuild's).
 
+An OUT handed to `netbuild check` may be hostile: every file of it is opened through open_regular,
+which reads only regular files of OUT itself — never through a symlink (which could point at
+/etc/shadow, and its size would show), never a device or a FIFO (which would never end or never
+start) — and manifest.json is bounded and checked field by field, each failure one ManifestError.
+
 (Named outcontract rather than out: `out` is what every function calls the OUT directory it gets.)
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.errors import NetbuildError
 from builder.formats import CHUNK
@@ -92,10 +101,61 @@ FORMAT_VERSION = 1
 Digest = tuple[int, str]  # a file's (size, sha256 hex)
 
 
+MANIFEST_LIMIT = 128 << 20  # a 3,000-path NixOS closure writes ~3 MB, 100,000 paths ~100 MB; parsing more
+#   could cost gigabytes of memory (a list of 64 M small numbers is 512 MB of pointers)
+
+
+class NotRegular(NetbuildError):
+    """A file of OUT that is a symlink, a device, a FIFO, a directory: not read."""
+
+
+def open_regular(path: Path, *, follow: bool = False) -> BinaryIO:
+    """Open a regular file, refusing (NotRegular) anything else without reading or following it.
+
+    O_NOFOLLOW: a symlink is refused, not followed, so a link out of OUT reveals nothing; O_NONBLOCK:
+    opening a FIFO does not wait for a writer; fstat on the descriptor opened (not a second lookup
+    by name) decides. OSError (a missing file) is the caller's to word. follow=True follows a
+    symlink (a file the user named, not one of OUT's: /boot/initrd.img is one)."""
+    nofollow = 0 if follow else os.O_NOFOLLOW
+    try:
+        fd = os.open(path, os.O_RDONLY | nofollow | os.O_NONBLOCK | os.O_CLOEXEC)
+    except ValueError:  # an embedded NUL
+        raise NotRegular(f"{os.fsdecode(path)!r}: not a file name") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotRegular(f"{path}: not a regular file (a symlink); only OUT's own files are read") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            only = "" if follow else "; only OUT's own files are read"
+            raise NotRegular(f"{path}: not a regular file ({_kind(mode)}){only}")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+             stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+    return kinds.get(stat.S_IFMT(mode), "not a file")
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The whole of a small regular file (open_regular), refused past limit bytes."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise NetbuildError(f"{path}: larger than {limit} bytes; not one of netbuild's")
+    return data
+
+
 def file_digest(path: Path) -> Digest:
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
             size += len(chunk)
@@ -253,7 +313,10 @@ class Manifest:
         """initrd.members: the initrd's members in file order."""
         initrd = self._section("initrd")
         try:
-            return [Member.from_json(m) for m in initrd["members"]]
+            members = initrd["members"]
+            if not isinstance(members, list):
+                raise TypeError("not a list")
+            return [Member.from_json(m) for m in members]
         except (KeyError, TypeError, ValueError) as e:
             raise _failed(self.file, f"initrd.members is malformed ({e})") from None
 
@@ -309,7 +372,9 @@ def read_manifest(out: Path) -> Manifest:
     """OUT's manifest.json, if it is netbuild's (its header says so); ManifestError otherwise."""
     path = out / MANIFEST
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MANIFEST_LIMIT)
+    except NotRegular as e:  # a manifest that is not a file: not netbuild's (check_replaceable says so)
+        raise ManifestError(str(e), str(e)) from None
     except FileNotFoundError:
         raise _failed(path, f"no such file (is {out} a netbuild output directory?)") from None
     except OSError as e:
@@ -321,8 +386,10 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
     """A manifest.json's bytes, read from `path` (an OUT's file, or one a disc carries)."""
     try:
         doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError) as e:  # ValueError: also an integer of over 4300 digits
         raise _failed(path, f"not valid JSON ({e})") from None
+    except RecursionError:
+        raise _failed(path, "not valid JSON (nested too deeply)") from None
     if not isinstance(doc, dict) or "netbuild" not in doc:
         raise _failed(path, "not a netbuild manifest")
     return Manifest(path, doc)
@@ -332,7 +399,7 @@ def read_sums(out: Path) -> dict[str, str]:
     """OUT's SHA256SUMS: file name → sha256, as `sha256sum -c` reads it."""
     path = out / SHA256SUMS
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_regular(path, MANIFEST_LIMIT).decode("utf-8").splitlines()
     except FileNotFoundError:
         raise NetbuildError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:

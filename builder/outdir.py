@@ -1,6 +1,8 @@
 """Atomic output: build in a staging directory beside OUT, then swap it into place in one step.
 
-A failed or interrupted build removes its staging directory and leaves OUT exactly as it was.
+A failed or interrupted build removes its staging directory and leaves OUT exactly as it was. A
+killed one cannot: its staging directory is one it owns (builder/owned.py), and the next build
+beside OUT removes those whose build is gone.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ import errno
 import os
 import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 from builder.errors import NetbuildError
 from builder.outcontract import MANIFEST, ManifestError, read_manifest
+from builder.owned import OwnedDir, remove_abandoned
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+_owned: dict[Path, OwnedDir] = {}  # staging and old copies this process made, until removed or published
 
 
 def check_replaceable(out: Path) -> None:
@@ -46,10 +49,28 @@ def check_replaceable(out: Path) -> None:
         ) from None
 
 
+def _prefixes(out: Path) -> tuple[str, str]:
+    return f".{out.name}.tmp-", f".{out.name}.old-"
+
+
+def _own(parent: Path, prefix: str) -> Path:
+    owned = OwnedDir(parent, prefix)
+    _owned[owned.path] = owned
+    return owned.path
+
+
+def _release(path: Path) -> None:
+    owned = _owned.pop(path, None)
+    if owned is not None:
+        owned.release()
+
+
 def make_staging(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        for prefix in _prefixes(out):
+            remove_abandoned(out.parent, prefix)  # left by builds that were killed
+        staging = _own(out.parent, _prefixes(out)[0])
     except FileExistsError:  # mkdir met a file where a parent directory should be
         raise NetbuildError(f"output {out}: a parent of it is a file, not a directory") from None
     except OSError as e:
@@ -60,6 +81,7 @@ def make_staging(out: Path) -> Path:
 
 def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+    _release(staging)
 
 
 def publish(staging: Path, out: Path) -> None:
@@ -73,6 +95,7 @@ def publish(staging: Path, out: Path) -> None:
     try:
         _swap(staging, out)
     finally:
+        _release(staging)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
@@ -84,7 +107,7 @@ def _swap(staging: Path, out: Path) -> None:
         discard(staging)  # now holds the previous OUT
         return
     # No renameat2 (old kernel or libc): two renames leave a moment without OUT, never a mix.
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = _own(out.parent, _prefixes(out)[1])
     os.rename(out, old / "out")
     os.rename(staging, out)
     discard(old)

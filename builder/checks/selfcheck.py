@@ -29,7 +29,9 @@ from builder.outcontract import (
     SHA256SUMS,
     Digest,
     file_digest,
+    open_regular,
     read_manifest,
+    read_regular,
     read_sums,
 )
 from builder.writers.uki import check_uki_in
@@ -54,11 +56,13 @@ def check_initrd(
     store-path directories found must be exactly those.
     """
     contents = InitrdContents()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         file_size = f.seek(0, 2)
         expected_offset = 0
         for index, member in enumerate(members):
             where = f"self-check: {path.name}: member {index} ({member.role}) at {member.offset}"
+            if member.offset + member.size > file_size:  # before any read: a hostile manifest may say 2**63
+                raise NetbuildError(f"{where}: {member.size} bytes from there pass the end of the file ({file_size})")
             if member.offset < expected_offset:
                 raise NetbuildError(f"{where}: overlaps the member before, which ends at {expected_offset}")
             if member.offset > expected_offset:
@@ -149,13 +153,20 @@ def check_out(out: Path) -> OutReport:
     if BZIMAGE in artifacts:
         check_kernel(out / BZIMAGE)
     if NETBOOT_EFI in artifacts:  # built with --uki: the image holds this OUT's kernel, initrd, command line
-        check_uki_in(out, out / BZIMAGE, out / INITRD, (out / KERNEL_PARAMS).read_text().strip())
+        check_uki_in(out, out / BZIMAGE, out / INITRD, _text(out / KERNEL_PARAMS))
     members = manifest.members
     expected_paths = None
     if manifest.layout == "initramfs":  # the store as files in the archive: every path must be there
         expected_paths = [path for path, _ in manifest.store_paths]
     contents = check_initrd(out / INITRD, members, expect_store_paths=expected_paths)
     return OutReport(len(artifacts) + 1, len(members), contents.entries, len(contents.store_paths))
+
+
+def _text(path: Path) -> str:
+    try:
+        return read_regular(path, 1 << 20).decode("utf-8", errors="replace").strip()
+    except OSError as e:
+        raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
 
 
 def _file_digest(path: Path) -> Digest:

@@ -15,7 +15,7 @@ from builder.look.diff import diff
 from builder.look.inspect import inspect_initrd
 from builder.look.sizes import OTHER, sizes_of
 from builder.look.treemap import treemap_html
-from builder.outcontract import INITRD, MANIFEST, SHA256SUMS
+from builder.outcontract import INITRD, MANIFEST, SHA256SUMS, open_regular
 from builder.progress import human_bytes
 
 _PATH = click.Path(path_type=Path)
@@ -50,7 +50,9 @@ def check_command(out: Path, isos: tuple[Path, ...]) -> None:
     click.echo(f"{out}: ok: {report.artifacts} files match {MANIFEST} and {SHA256SUMS}; initrd: {report.members} "
                f"member{'s' if report.members != 1 else ''}, {report.entries} entries, "
                f"{report.store_paths} store paths")
-    inside = sorted(p for p in out.iterdir() if p.suffix == ".iso" and p.is_file())
+    inside = sorted(p for p in out.iterdir() if p.suffix == ".iso")
+    for iso in inside:
+        open_regular(iso).close()  # a disc in OUT is OUT's own file, not a link to one elsewhere
     for iso in [*inside, *(p for p in isos if p.resolve() not in {i.resolve() for i in inside})]:
         listing = check_disc_of_out(iso, out)
         click.echo(f"{iso}: ok: boots {out}'s kernel, initrd and command line from a CD or a USB stick, BIOS "
@@ -81,10 +83,14 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
       netbuild inspect system.iso
     """
     path = initrd / INITRD if initrd.is_dir() else initrd
+    try:
+        open_regular(path, follow=True).close()  # a FIFO would never end, a device never start
+    except OSError as error:
+        raise NetbuildError(f"{path}: cannot read: {error.strerror}") from None
     if is_iso(path):
         _inspect_iso(path, as_json)
         return
-    listing = inspect_initrd(path)
+    listing = inspect_initrd(path, keep_entries=not members_only)
     if as_json:
         doc = listing.to_json()
         if members_only:
@@ -98,9 +104,9 @@ def inspect_command(initrd: Path, as_json: bool, members_only: bool) -> None:
         for s in listing.uki:
             click.echo(f"{s.name:<10} {s.offset:>12} {s.virtual_size:>12} {s.virtual_address:>#12x}")
         click.echo("its .initrd (offsets within the section):")
-    click.echo(f"{path}: {listing.size} bytes, {count} member{'s' if count != 1 else ''}, "
-               f"{len(listing.entries)} entries" + (f", {listing.padding} bytes of NUL padding" if listing.padding
-                                                    else ""))
+    entries = sum(m.entries for m in listing.members)  # counted even when not kept (--members)
+    padding = f", {listing.padding} bytes of NUL padding" if listing.padding else ""
+    click.echo(f"{path}: {listing.size} bytes, {count} member{'s' if count != 1 else ''}, {entries} entries{padding}")
     click.echo(f"{'member':>6} {'offset':>12} {'size':>12} {'compression':<11} {'unpacked':>12} {'entries':>8}")
     for m in listing.members:
         click.echo(f"{m.index:>6} {m.offset:>12} {m.size:>12} {m.compression:<11} {m.plain_size:>12} {m.entries:>8}")

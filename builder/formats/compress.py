@@ -32,6 +32,7 @@ from builder.formats.cpio import CRC_MAGIC
 from builder.formats.cpio import MAGIC as CPIO_MAGIC
 from builder.formats.framing import lz4_legacy_size, lzo_size, zstd_frame_size
 from builder.formats.streams import (
+    OUTPUT_STEP,
     ByteRange,
     CompressionError,
     Decoder,
@@ -86,6 +87,15 @@ class Codec:
         raise _error(self.name, "not a codec the initrd writer knows")
 
     # reading (every codec)
+
+    def decode_step(self, decoder: Any, read: Callable[[int], bytes]) -> bytes:
+        """One call of decoder, fed by read(n), returning at most about streams.OUTPUT_STEP bytes
+        (a decompression bomb must not fill memory in one call); b"" once read gives nothing more.
+        This default suits liblzma and libbz2, which keep the input they did not use yet."""
+        data = read(1 << 16) if decoder.needs_input else b""
+        if not data and decoder.needs_input:
+            return b""
+        return bytes(decoder.decompress(data, OUTPUT_STEP))
 
     def decoder(self) -> Decoder:
         """A fresh incremental decoder (the codecs Python has a module for)."""
@@ -160,6 +170,14 @@ class _Zstd(Codec):
         # The default decompressor caps the window at 128 MiB, the kernel's own limit.
         return zstandard.ZstdDecompressor().decompressobj()
 
+    # zstandard's decompressobj takes no max_length; a block of at most 128 KiB needs at least 4
+    # input bytes, so 1 KiB in bounds one call's output at 32 MiB.
+    _BOUNDED_INPUT = 1024
+
+    def decode_step(self, decoder: Any, read: Callable[[int], bytes]) -> bytes:
+        data = read(self._BOUNDED_INPUT)
+        return bytes(decoder.decompress(data)) if data else b""
+
     def decode_range(self, window: ByteRange, buffer: bytearray) -> Iterator[memoryview]:
         view = memoryview(buffer)
         try:
@@ -206,6 +224,10 @@ class _Gzip(_Inflating):
 
     def decoder(self) -> Decoder:
         return zlib.decompressobj(wbits=self._WBITS)
+
+    def decode_step(self, decoder: Any, read: Callable[[int], bytes]) -> bytes:
+        data = decoder.unconsumed_tail or read(1 << 16)  # zlib hands back what it did not use
+        return bytes(decoder.decompress(data, OUTPUT_STEP)) if data else b""
 
     def _input(self, decoder: Any, window: ByteRange) -> bytes:
         return decoder.unconsumed_tail or window.read(1 << 16)  # zlib hands back what it left

@@ -13,6 +13,10 @@ from typing import BinaryIO
 from builder.formats import CHUNK, Buffer
 
 MAGIC = b"070701"
+# Bounds on what one archive may make a reader hold or do (a reader of an initrd it did not make):
+PATH_MAX = 4096  # the kernel's (include/uapi/linux/limits.h): a longer name or symlink target cannot be made
+MAX_ENTRIES = 1 << 19  # per archive (524,288): netbuild's hold at most 16 MiB, Debian's and NixOS's a few
+#   thousand; a whole large closure in one archive (GNU cpio) stays under it, and reading this many takes seconds
 CRC_MAGIC = b"070702"
 HEADER_SIZE = 110  # magic + 13 fields of 8 hex digits
 TRAILER_NAME = "TRAILER!!!"
@@ -291,9 +295,13 @@ def read_archive(stream: BinaryIO, *, file_data: bool = True, accept_crc: bool =
     looking at initrds netbuild did not make.
     """
     reader = _Reader(stream)
+    entries = 0
     while True:
         offset = reader.start + reader.position
         fields = _parse_header(reader.read(HEADER_SIZE, "a header"), offset, accept_crc)
+        if fields["namesize"] > PATH_MAX:
+            raise CpioError(f"offset {offset}: limit reached: namesize {fields['namesize']} is more than the "
+                            f"kernel's PATH_MAX ({PATH_MAX})")
         raw_name = reader.read(fields["namesize"], "a name")
         if raw_name[-1:] != b"\0" or b"\0" in raw_name[:-1]:
             raise CpioError(f"offset {offset}: name {raw_name!r} is not NUL-terminated at namesize")
@@ -303,6 +311,13 @@ def read_archive(stream: BinaryIO, *, file_data: bool = True, accept_crc: bool =
             if fields["filesize"]:
                 raise CpioError(f"offset {offset}: {TRAILER_NAME} with filesize {fields['filesize']}")
             return
+        entries += 1
+        if entries > MAX_ENTRIES:
+            raise CpioError(f"offset {offset}: limit reached: more than {MAX_ENTRIES} entries in one archive")
+        if not stat.S_ISREG(fields["mode"]) and fields["filesize"] > PATH_MAX:
+            # A symlink's data is its target; other kinds have none the kernel uses: kept in memory, so bounded.
+            raise CpioError(f"offset {offset}: limit reached: {name!r} is not a regular file but carries "
+                            f"{fields['filesize']} bytes (a symlink target is at most {PATH_MAX})")
         if file_data or not stat.S_ISREG(fields["mode"]):
             data = reader.read(fields["filesize"], f"data of {name!r}")
         else:

@@ -63,16 +63,38 @@ class Member:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Member:
+        """As to_json wrote it; ValueError for any other shape (a manifest read back may be anyone's).
+        Numbers must be JSON integers within a file's reach (no bool, float, NaN, negative, huge)."""
+        if not isinstance(doc, Mapping):
+            raise ValueError("a member is not an object")
+        sha256 = doc.get("sha256")
         return cls(
-            role=str(doc["role"]),
-            offset=int(doc["offset"]),
-            size=int(doc["size"]),
-            compression=str(doc["compression"]),
-            plain_size=int(doc["uncompressedSize"]),
-            plain_sha256=str(doc["uncompressedSha256"]),
-            entries=int(doc["entries"]),
-            sha256=str(doc["sha256"]) if "sha256" in doc else None,
+            role=_text(doc, "role"),
+            offset=_count(doc, "offset"),
+            size=_count(doc, "size"),
+            compression=_text(doc, "compression"),
+            plain_size=_count(doc, "uncompressedSize"),
+            plain_sha256=_text(doc, "uncompressedSha256"),
+            entries=_count(doc, "entries"),
+            sha256=None if sha256 is None else _text(doc, "sha256"),
         )
+
+
+_MAX_COUNT = (1 << 63) - 1  # a file offset or size: off_t
+
+
+def _count(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_COUNT:
+        raise ValueError(f"{key} is not a count of bytes or entries: {str(value)[:40]}")
+    return value
+
+
+def _text(doc: Mapping[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str) or "\0" in value:
+        raise ValueError(f"{key} is not a string")
+    return value
 
 
 class _Plain:

@@ -156,12 +156,30 @@ def _file_reader(f: BinaryIO) -> tuple[Callable[[], int], Callable[[int, int], b
     return (lambda: f.seek(0, io.SEEK_END)), seek_read
 
 
+# Bounds on decompression, so that a crafted member (a "bomb") costs bounded memory and time:
+OUTPUT_STEP = 1 << 20  # plain bytes one decoder call may return (each codec's decode_step caps it so)
+PLAIN_FLOOR = 1 << 30  # every member may unpack to 1 GiB, and beyond that to
+PLAIN_RATIO = 1024  # this many times its compressed bytes read so far (zstd packs zeros ~30000:1, real
+#   initrds stay under 20:1), and never past
+PLAIN_LIMIT = 64 << 30  # 64 GiB: more than any machine netboots unpacks into its tmpfs
+
+
+def check_budget(codec: str, plain: int, compressed: int) -> None:
+    """CompressionError once a member's plain bytes pass its budget (the bounds above)."""
+    if plain > min(PLAIN_LIMIT, max(PLAIN_FLOOR, PLAIN_RATIO * compressed)):
+        raise codec_error(codec, f"limit reached: {plain} bytes unpacked from {compressed} compressed (more than "
+                                 f"{PLAIN_RATIO}:1 past {PLAIN_FLOOR >> 30} GiB, or {PLAIN_LIMIT >> 30} GiB): "
+                                 "a decompression bomb, not an initrd")
+
+
 class MemberReader:
     """Streams the plain bytes of ONE compressed member read from a binary file, in bounded memory.
 
-    Input is fed in small pieces so that memory stays flat whatever the archive's size; once the
-    member ends, `consumed` is the number of compressed bytes it occupied and `trailing` holds
-    what was read past it (the start of the next member, padding or junk).
+    Input is fed in small pieces, and each decoder call's output is capped (OUTPUT_STEP, or
+    ZSTD_INPUT for zstd), so that memory stays flat whatever the archive's size or ratio; the
+    member's plain bytes are held to a budget (check_budget). Once the member ends, `consumed` is the
+    number of compressed bytes it occupied and `trailing` holds what was read past it (the start of
+    the next member, padding or junk).
     """
 
     INPUT_CHUNK = 1 << 16
@@ -171,23 +189,37 @@ class MemberReader:
         self._source = source
         self._truncated = codec.truncated
         self._errors = codec.decode_errors
-        self._decoder = codec.decoder()
+        self._codec = codec
+        self._decoder: Any = codec.decoder()
         self._pending = bytearray()
         self._fed = 0
+        self._plain = 0
         self.consumed = 0
         self.trailing = b""
         self.done = False
 
+    def _step(self) -> bytes:
+        """One decoder call, its output capped by the codec (Codec.decode_step); b"" with no input
+        left means truncation."""
+        return self._codec.decode_step(self._decoder, self._read)
+
+    def _read(self, count: int) -> bytes:
+        data = self._source.read(count)
+        self._fed += len(data)
+        return data
+
     def _fill(self) -> None:
         while not self._pending and not self.done:
-            data = self._source.read(self.INPUT_CHUNK)
-            if not data:
-                raise codec_error(self.name, self._truncated)
-            self._fed += len(data)
+            fed = self._fed
             try:
-                self._pending += self._decoder.decompress(data)
+                out = self._step()
             except self._errors as error:
                 raise codec_error(self.name, str(error)) from None
+            if not out and fed == self._fed and not self._decoder.eof:
+                raise codec_error(self.name, self._truncated)
+            self._plain += len(out)
+            check_budget(self.name, self._plain, self._fed)
+            self._pending += out
             if self._decoder.eof:
                 self.done = True
                 self.trailing = bytes(self._decoder.unused_data)
@@ -237,6 +269,7 @@ class FramedMemberReader:
             self.close()
             raise codec_error(self.name, _libarchive_reason(e)) from None
         self._pending = b""
+        self._plain = 0
 
     def read(self, size: int = -1) -> bytes:
         chunks: list[bytes] = []
@@ -254,6 +287,8 @@ class FramedMemberReader:
             piece, self._pending = self._pending[: wanted - have], self._pending[wanted - have :]
             chunks.append(piece)
             have += len(piece)
+            self._plain += len(piece)
+            check_budget(self.name, self._plain, self.consumed)
         return b"".join(chunks)
 
     def close(self) -> None:

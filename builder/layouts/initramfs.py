@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.cache import SegmentCache
+from builder.cache import SegmentCache, open_cache
 from builder.checks.written import DamagedMembers, WrittenCheck
 from builder.footprint import store_rootfs_bytes
 from builder.layouts import Layout
@@ -34,9 +34,16 @@ class InitramfsLayout(Layout[None]):
     def write(self, dest: BinaryIO, plan: BootPlan, prepared: None, report: Reporter = QUIET, *,
               written: Written | None = None) -> InitrdResult:
         """`written`, if given, is told each batch of members as soon as their bytes are in dest."""
+        cache = _open(plan, report)
+        try:
+            return self._write(dest, plan, report, written, cache)
+        finally:
+            if cache is not None:
+                cache.close()
+
+    def _write(self, dest: BinaryIO, plan: BootPlan, report: Reporter, written: Written | None,
+               cache: SegmentCache | None) -> InitrdResult:
         report.log(f"packing {len(plan.closure)} store paths ({plan.compression})")
-        options = plan.options
-        cache = SegmentCache(options.cache_dir, options.cache_max_bytes) if options.cache_dir is not None else None
         return write_initrd(
             dest,
             closure=plan.closure,
@@ -51,10 +58,19 @@ class InitramfsLayout(Layout[None]):
 
     def write_checked(self, path: Path, plan: BootPlan, prepared: None,
                       report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:
+        cache = _open(plan, report)  # once: a faulty cache is warned about once
+        try:
+            return self._write_checked(path, plan, report, cache)
+        finally:
+            if cache is not None:
+                cache.close()
+
+    def _write_checked(self, path: Path, plan: BootPlan, report: Reporter,
+                       cache: SegmentCache | None) -> tuple[InitrdResult, Digest]:
         for attempt in (1, 2):
             with open(path, "wb") as f, WrittenCheck(path) as check:
                 # The check reads each member as soon as the writer has put it in the file.
-                initrd = self.write(f, plan, prepared, report, written=check.written)
+                initrd = self._write(f, plan, report, check.written, cache)
                 f.flush()
                 report.log("checking the initrd")
                 try:
@@ -62,9 +78,8 @@ class InitramfsLayout(Layout[None]):
                 except DamagedMembers as e:
                     damaged = e
             keys = {m.cache_key for m in damaged.members}
-            if attempt == 2 or None in keys or plan.options.cache_dir is None:
+            if attempt == 2 or None in keys or cache is None:
                 raise damaged
-            cache = SegmentCache(plan.options.cache_dir, plan.options.cache_max_bytes)
             for key in sorted(k for k in keys if k is not None):
                 cache.drop(key)
             report.log(f"cache: {len(keys)} damaged segment(s) dropped; writing the initrd again")
@@ -74,6 +89,13 @@ class InitramfsLayout(Layout[None]):
         """What the kernel unpacks into its tmpfs root: the store's files, the registration, /init."""
         return (store_rootfs_bytes(plan.store, initrd.verified, plan.options.cache_dir)
                 + pages(len(initrd.registration)) + pages(len(preinit_program(plan.init))))
+
+
+def _open(plan: BootPlan, report: Reporter) -> SegmentCache | None:
+    options = plan.options
+    if options.cache_dir is None:
+        return None
+    return open_cache(options.cache_dir, options.cache_max_bytes, report.warn)
 
 
 INITRAMFS = InitramfsLayout()

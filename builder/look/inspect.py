@@ -79,8 +79,10 @@ class Listing:
                 "entries": [e.to_json() for e in self.entries]}
 
 
-def inspect_initrd(path: Path) -> Listing:
-    """An initrd's members and entries; a unified kernel image's sections, then its .initrd's."""
+def inspect_initrd(path: Path, *, keep_entries: bool = True) -> Listing:
+    """An initrd's members and entries; a unified kernel image's sections, then its .initrd's.
+    keep_entries=False counts the entries without keeping them (`inspect --members`: memory stays
+    flat however many an initrd holds)."""
     try:
         f = open(path, "rb")  # noqa: SIM115 (closed below; the error message needs the OSError)
     except OSError as e:
@@ -94,7 +96,7 @@ def inspect_initrd(path: Path) -> Listing:
         initrd = InitrdReader(source)
         listing = Listing(str(path), os.fstat(f.fileno()).st_size, uki=sections)
         for found in initrd:
-            listing.members.append(_read_member(found, listing, path))
+            listing.members.append(_read_member(found, listing, path, keep_entries))
         listing.padding = initrd.padding
     if not listing.members:
         raise NetbuildError(f"{path}: empty (no archive in it)")
@@ -116,7 +118,7 @@ def _uki_sections(f: BinaryIO, path: Path) -> list[Section] | None:
     return sections
 
 
-def _read_member(found: OpenMember, listing: Listing, path: Path) -> MemberInfo:
+def _read_member(found: OpenMember, listing: Listing, path: Path, keep_entries: bool) -> MemberInfo:
     if found.codec is None:
         raise NetbuildError(f"{path}: offset {found.offset}: neither a cpio archive nor a compressed stream the "
                             f"kernel knows (starts with {found.head.hex(' ')})")
@@ -127,8 +129,9 @@ def _read_member(found: OpenMember, listing: Listing, path: Path) -> MemberInfo:
     try:
         for archive in found.archives(accept_crc=True):
             for record in archive:
-                target = record.data.decode("utf-8", "surrogateescape") if stat.S_ISLNK(record.mode) else None
-                listing.entries.append(Entry(member.index, record.name, record.mode, record.size, target))
+                if keep_entries:
+                    target = record.data.decode("utf-8", "surrogateescape") if stat.S_ISLNK(record.mode) else None
+                    listing.entries.append(Entry(member.index, record.name, record.mode, record.size, target))
                 member.entries += 1
             member.archives += 1
         found.finish()

@@ -243,10 +243,19 @@ class _Assembler:
                 raise
 
     def _pack(self, group: _Group) -> None:
-        if self.cache is not None and group.key is not None:
-            segment: TempBlob = self.cache.writer(group.key)
-        else:
-            segment = TempBlob(self.spool_dir, ".segment-")  # no cache: gone once appended
+        entry = self.cache.writer(group.key) if self.cache is not None and group.key is not None else None
+        if entry is not None:
+            try:
+                self._pack_into(group, entry)
+                return
+            except OSError as e:  # writing the cache entry failed (reading the store raises NetbuildError)
+                entry.abort()
+                group.segment = None
+                assert self.cache is not None
+                self.cache.fault(e)  # warned once; this group and the rest go uncached
+        self._pack_into(group, TempBlob(self.spool_dir, ".segment-"))  # no cache: gone once appended
+
+    def _pack_into(self, group: _Group, segment: TempBlob) -> None:
         group.segment = segment
         assert segment.file is not None
         builder = FrameBuilder(self.out.comp, segment.file)

@@ -25,7 +25,7 @@ from builder.writers.members import InitrdResult
 
 def _commit(cache: SegmentCache, key: str, blob: bytes) -> None:
     writer = cache.writer(key)
-    assert writer.file is not None
+    assert writer is not None and writer.file is not None
     writer.file.write(blob)
     writer.appended({"frames": [], "paths": []})
 
@@ -44,7 +44,9 @@ def test_an_entry_reads_back_as_written(tmp_path: Path) -> None:
     assert _read(cache, key) is None
     _commit(cache, key, b"members" * 1000)
     assert _read(cache, key) == b"members" * 1000
-    assert list(cache.temp_dir.iterdir()) == []  # nothing left behind
+    assert list(cache.build_dir.iterdir()) == []  # nothing left behind
+    cache.close()
+    assert list(cache.temp_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("damage", ["flip-meta", "truncate", "empty"])
