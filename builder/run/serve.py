@@ -13,7 +13,8 @@ Made for a fleet powered on at once: a listen backlog of BACKLOG connections (ht
 the rest of a storm of SYNs is dropped and retried after 1, 3, 7 s), small files sent with their
 headers in one write, larger ones and byte ranges by sendfile, an idle or slow request head closed
 after IDLE_TIMEOUT_S and a client that stops reading dropped after SEND_TIMEOUT_S without progress
-(builder/run/serve_wire.py).
+(builder/run/serve_wire.py), and, for the command, one process per core
+(builder/run/serve_workers.py).
 
 One directory is served at `/`; several are served side by side, each under its own name
 (`/lab1/netboot.ipxe`, `/lab2/netboot.ipxe`), the way a menu (`netbuild menu`) expects them.
