@@ -2,7 +2,8 @@
 
 Both serve one directory on loopback, each with its access log written to a file: nginx (Debian's
 package, started here with a configuration of its own in a temporary directory, one worker per
-core, sendfile on, and stopped afterwards; no system service is touched) and `netbuild serve`.
+core, sendfile on, and stopped afterwards; no system service is touched) and `netbuild serve`
+(one process per core too, its default).
 wrk loads each in turn, on kept-alive connections:
   - a large file (the benchmark's initrd) on LARGE_CONNECTIONS connections: MB/s;
   - a small file (netboot.ipxe) on SMALL_CONNECTIONS connections, and on one: requests/s.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -50,6 +52,7 @@ end
 
 _NGINX_CONF = """
 daemon off;
+{user}
 worker_processes auto;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log;
@@ -128,7 +131,10 @@ def nginx(root: Path, work: Path) -> Iterator[int]:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(tmp=tmp, port=port, root=root))
+    # The workers read the files as this process does: nginx started by root hands them to
+    # `nobody` otherwise, who may not enter a private temporary directory (403 for everything).
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+    conf.write_text(_NGINX_CONF.format(user=user, tmp=tmp, port=port, root=root))
     # -e: the error log before the configuration is read (else it opens /var/log/nginx/error.log).
     proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -230,7 +236,8 @@ def nginx_version() -> str:
 def render(comparison: Comparison) -> list[str]:
     rounds, seconds = comparison.rounds, comparison.seconds
     lines = [
-        f"Serving: {nginx_version()} (one worker per core, sendfile) and `netbuild serve` on loopback, each loaded in "
+        f"Serving: {nginx_version()} (one worker per core, sendfile) and `netbuild serve` (one process per core, its "
+        "default) on loopback, each loaded in "
         f"turn by wrk for {seconds:g} s per measurement on kept-alive connections, access logs written to files; "
         f"median of {rounds} rounds, the servers in another order each round (slowest–fastest in brackets).",
         "",

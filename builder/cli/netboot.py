@@ -14,7 +14,7 @@ from builder.formats.iso import is_iso
 from builder.outcontract import MENU_IPXE, NETBOOT_IPXE
 from builder.run.accel import ACCELERATORS
 from builder.run.qemu import QEMU, VIAS, BootOptions, boot
-from builder.run.serve import Server
+from builder.run.serve import MAX_WORKERS, Server, default_workers
 from builder.writers.menu import describe_image, menu_script, write_menu
 
 DEFAULT_EXPECT_TIMEOUT_S = 300.0
@@ -136,7 +136,9 @@ def boot_command(
               help="Address to listen on; 0.0.0.0 (or ::) for other machines.")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8080, show_default=True,
               help="Port to listen on (0: any free one, printed at start).")
-def serve_command(dirs: tuple[Path, ...], bind: str, port: int) -> None:
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), metavar="N",
+              help=f"Processes answering (default: one per core, at most {MAX_WORKERS}).")
+def serve_command(dirs: tuple[Path, ...], bind: str, port: int, workers: int | None) -> None:
     """Serve OUT directories over HTTP for iPXE, until interrupted.
 
     One directory is served at /; several side by side, each under its own
@@ -146,9 +148,10 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int) -> None:
     there. One log line per request on standard output.
 
     Made for fleets booting at once: hundreds of connections are queued
-    while they wait to be accepted. A connection idle for 30 s (between
-    requests, or while a request is still arriving) is closed, and so is one
-    whose client takes nothing for 60 s while an answer is being sent.
+    while they wait to be accepted, and answered by one process per core
+    (--workers). A connection idle for 30 s (between requests, or while a
+    request is still arriving) is closed, and so is one whose client takes
+    nothing for 60 s while an answer is being sent.
 
     \b
     Examples:
@@ -175,7 +178,7 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int) -> None:
     try:
         for prefix, root in server.tree.roots.items():
             say(f"serving {root} at {server.url}{prefix + '/' if prefix else ''}")
-        server.serve_forever()
+        server.serve_forever(workers or default_workers())
     except _Stop:
         say("stopped")
     finally:

@@ -13,7 +13,8 @@ Made for a fleet powered on at once: a listen backlog of BACKLOG connections (ht
 the rest of a storm of SYNs is dropped and retried after 1, 3, 7 s), small files sent with their
 headers in one write, larger ones and byte ranges by sendfile, an idle or slow request head closed
 after IDLE_TIMEOUT_S and a client that stops reading dropped after SEND_TIMEOUT_S without progress
-(builder/run/serve_wire.py).
+(builder/run/serve_wire.py), and, for the command, one process per core
+(builder/run/serve_workers.py).
 
 One directory is served at `/`; several are served side by side, each under its own name
 (`/lab1/netboot.ipxe`, `/lab2/netboot.ipxe`), the way a menu (`netbuild menu`) expects them.
@@ -41,8 +42,9 @@ from builder.run.http_head import BadRequest, Request, parse, request_line
 from builder.run.serve_cache import MAX_SIZE, SmallFiles
 from builder.run.serve_tree import File, Listing, Missing, Refused, ServedTree, Unservable, open_file
 from builder.run.serve_wire import HeadTimeout, Stalled, Truncated, Wire
+from builder.run.serve_workers import serve_in_processes
 
-__all__ = ["IDLE_TIMEOUT_S", "SEND_TIMEOUT_S", "ServedTree", "Server", "parse_range"]
+__all__ = ["IDLE_TIMEOUT_S", "SEND_TIMEOUT_S", "ServedTree", "Server", "default_workers", "parse_range"]
 
 Log = Callable[[str], None]
 
@@ -51,6 +53,7 @@ SEND_TIMEOUT_S = 60.0  # without any byte taken by the client
 # Connections the kernel queues until they are accepted (it caps this at net.core.somaxconn,
 # 4096 since Linux 5.4): a few hundred machines powered on together connect within milliseconds.
 BACKLOG = 1024
+MAX_WORKERS = 8
 # Up to this size a file is kept in memory and sent with its headers in one write (one packet for
 # a script); larger ones, and their byte ranges, by sendfile, without passing through Python.
 SMALL_FILE = MAX_SIZE
@@ -279,6 +282,12 @@ class _TCPServer6(_TCPServer):
     address_family = socket.AF_INET6
 
 
+def default_workers() -> int:
+    """A process per core, as nginx's `worker_processes auto`; at most MAX_WORKERS (each is a
+    Python interpreter of its own, about 20 MB)."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
 class Server:
     """A running server; `url` is where the host reaches it. Stop it with close()."""
 
@@ -308,8 +317,10 @@ class Server:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+    def serve_forever(self, workers: int = 1) -> None:
+        """Serve until interrupted (for `netbuild serve`), in this process and workers - 1 forked
+        ones (builder/run/serve_workers.py); fork before any thread is started."""
+        serve_in_processes(self._httpd, workers)
 
     def close(self) -> None:
         if self._thread is not None:

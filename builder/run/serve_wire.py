@@ -9,7 +9,7 @@ bounded in time, so that no client can hold a thread for ever.
 
 The timeouts are the kernel's (SO_RCVTIMEO, SO_SNDTIMEO on a blocking socket) rather than
 Python's socket timeouts, which poll before every call: an extra system call on each read and
-write, a fifth of a small answer's cost. A blocking os.sendfile then sends a whole file, or a whole
+write, about a fifth of a small answer's cost (measured). A blocking os.sendfile then sends a whole file, or a whole
 byte range, in one call, and the kernel's send timeout applies to each wait inside it.
 TCP_NODELAY: Nagle's algorithm would hold back the last packet of an answer until the client's
 delayed ACK of the one before (40 ms on Linux) — per answer, on a kept-alive connection.

@@ -236,3 +236,60 @@ def test_a_small_file_kept_in_memory_is_served_anew_once_changed(tmp_path: Path)
             f.write(b"#!ipxe\necho two\n")
         assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho two\n")
         conn.close()
+
+
+def _children(pid: int, count: int) -> list[int]:
+    """The processes pid has forked, once there are count of them (it forks after its banner)."""
+    deadline = time.monotonic() + 10
+    while len(found := _children_now(pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
+def _children_now(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:  # ppid
+                found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; who reaps it is not the server's business
+
+
+def _all_ended(pids: list[int], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(_running(pid) for pid in pids)
+
+
+def test_worker_processes_answer_and_stop_with_the_command(tree: Path) -> None:
+    with netbuild_serve(str(tree), "--workers", "3") as server:
+        workers = _children(server.proc.pid, 2)
+        assert len(workers) == 2  # and the command itself
+        for _ in range(30):
+            assert _get(server, "/netboot.ipxe") == (200, SCRIPT)
+        lines = server.stop()
+        assert (lines[-1], server.proc.returncode) == ("stopped", 0)
+        assert lines.count(f'127.0.0.1 "GET /netboot.ipxe" 200 {len(SCRIPT)}') == 30  # no line lost or doubled
+    assert _all_ended(workers)
+
+
+def test_worker_processes_end_when_the_command_is_killed(tree: Path) -> None:
+    with netbuild_serve(str(tree), "--workers", "2") as server:
+        workers = _children(server.proc.pid, 1)
+        assert len(workers) == 1
+        server.proc.kill()  # SIGKILL: no chance to stop them itself
+        server.proc.wait()
+    assert _all_ended(workers)
