@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,7 +14,6 @@ from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import Layout, layout_for
 from builder.outcontract import (
-    BZIMAGE,
     INITRD,
     KERNEL_PARAMS,
     MANIFEST,
@@ -28,6 +26,7 @@ from builder.outcontract import (
     TOTAL_NAR_SIZE,
     Digest,
     file_digest,
+    kernel_artifact,
     manifest,
     mode_of,
     sections,
@@ -113,10 +112,11 @@ UKI_WARN_BYTES = 1 << 30  # firmware loads a UKI into one allocation; many machi
 
 
 def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[str]) -> UkiResult:
-    """netboot.efi from the bzImage and initrd just written (and checked), signed if asked, and
+    """netboot.efi from the kernel and initrd just written (and checked), signed if asked, and
     netboot-uki.ipxe beside it."""
     assert plan.uki is not None
-    size = (staging / BZIMAGE).stat().st_size + (staging / INITRD).stat().st_size
+    kernel = staging / kernel_artifact(plan.kernel.header.arch)
+    size = kernel.stat().st_size + (staging / INITRD).stat().st_size
     if size > UKI_WARN_BYTES:
         warning = (f"{NETBOOT_EFI} is {size / (1 << 30):.1f} GiB: UEFI firmware loads it whole into one "
                    "allocation, and many machines fail past 1-2 GiB; iPXE (netboot.ipxe) or the squashfs layout "
@@ -124,7 +124,7 @@ def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[s
         warnings.append(warning)
         report.warn(warning)
     report.log(f"writing {NETBOOT_EFI} (systemd-stub from {plan.uki.stub.origin})")
-    result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=staging / BZIMAGE,
+    result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=kernel,
                        initrd=staging / INITRD, cmdline=plan.cmdline,
                        osrel=os_release(plan.toplevel, plan.menu.title if plan.menu else _label(plan)),
                        uname=plan.kernel.header.release)
@@ -148,7 +148,8 @@ def _write_all(
     for warning in check_initrd_size(plan, (staging / INITRD).stat().st_size):
         warnings.append(warning)
         report.warn(warning)
-    shutil.copyfile(plan.kernel.file, staging / BZIMAGE)
+    kernel = kernel_artifact(plan.kernel.header.arch)  # bzImage, or an arm64 Image
+    plan.kernel.copy_to(staging / kernel)
     memory = BootMemory(plan.kernel.header.init_size, initrd_digest[0], layout.rootfs_bytes(plan, initrd))
     files = {
         REGISTRATION: initrd.registration,  # the bytes the initrd holds, made once
@@ -166,22 +167,23 @@ def _write_all(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             boot_mib=memory.boot_mib,
+            arch=plan.kernel.arch,
         ),
     }
     for name, data in files.items():
         (staging / name).write_bytes(data)
 
     report.log("checking what was written")
-    check_kernel(staging / BZIMAGE)
+    check_kernel(staging / kernel)
     uki = _write_uki(plan, staging, report, warnings) if plan.uki is not None else None
-    artifacts = {name: file_digest(staging / name) for name in [BZIMAGE, *files]}
+    artifacts = {name: file_digest(staging / name) for name in [kernel, *files]}
     artifacts[INITRD] = initrd_digest
     if uki is not None:
         for name in (NETBOOT_EFI, NETBOOT_UKI_IPXE):
             artifacts[name] = file_digest(staging / name)
     manifest_bytes = manifest(
         version=netbuild_version(),
-        sections=sections(plan, initrd, memory, uki, kernel_sha256=artifacts[BZIMAGE][1]),
+        sections=sections(plan, initrd, memory, uki, kernel_sha256=artifacts[kernel][1]),
         closure=initrd.verified,
         artifacts=artifacts,
         warnings=warnings,

@@ -1,5 +1,6 @@
 """Where this machine keeps the firmware and boot programs netbuild starts or puts on media: OVMF
-(and Debian's Secure Boot test build of it), iPXE for BIOS and for UEFI. Debian/Ubuntu's paths
+(and Debian's Secure Boot test build of it), iPXE for BIOS and for UEFI; for arm64, AAVMF (edk2
+for QEMU's virt machine) and U-Boot's qemu_arm64 build. Debian/Ubuntu's paths
 first, then other distributions'. One place, so that `netbuild boot` and `netbuild iso` look in
 the same ones.
 """
@@ -17,6 +18,14 @@ OVMF_CANDIDATES = (
     (Path("/usr/share/edk2/ovmf/OVMF_CODE.fd"), Path("/usr/share/edk2/ovmf/OVMF_VARS.fd")),
     (Path("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd"), Path("/usr/share/edk2-ovmf/x64/OVMF_VARS.fd")),
 )
+# AAVMF, edk2 for arm64's virt machine (Debian: qemu-efi-aarch64; Fedora: edk2-aarch64): both
+# files padded to the 64 MiB of virt's flash banks.
+AAVMF_CANDIDATES = (
+    (Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/AAVMF_VARS.fd")),
+    (Path("/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw"), Path("/usr/share/edk2/aarch64/vars-template-pflash.raw")),
+)
+# U-Boot built for QEMU's arm64 virt machine, started with -bios (Debian: u-boot-qemu).
+UBOOT_CANDIDATES = (Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"), Path("/usr/share/u-boot/qemu_arm64/u-boot.bin"))
 # Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
 # trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
 SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
@@ -42,6 +51,22 @@ def find_ovmf() -> tuple[Path, Path]:
             return code, variables
     raise NetbuildError(f"UEFI firmware not found (looked for {OVMF_CANDIDATES[0][0]} and others); "
                         "install OVMF (Debian: ovmf)")
+
+
+def find_aavmf() -> tuple[Path, Path]:
+    for code, variables in AAVMF_CANDIDATES:
+        if code.is_file() and variables.is_file():
+            return code, variables
+    raise NetbuildError(f"arm64 UEFI firmware not found (looked for {AAVMF_CANDIDATES[0][0]} and others); "
+                        "install AAVMF (Debian: qemu-efi-aarch64)")
+
+
+def find_uboot() -> Path:
+    found = first_present(UBOOT_CANDIDATES)
+    if found is None:
+        raise NetbuildError(f"U-Boot for QEMU's arm64 machine not found (looked for {UBOOT_CANDIDATES[0]} and "
+                            "others); install it (Debian: u-boot-qemu)")
+    return found
 
 
 def find_secure_boot_ovmf() -> tuple[Path, Path]:

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.arch import Arch, by_name
 from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
 from builder.cache import DEFAULT_MAX_BYTES
 from builder.closure import STORE_DIR, Closure, StoreFS, owner
 from builder.errors import NetbuildError
-from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
+from builder.formats.kernel import KernelHeader, KernelImageError, read_kernel
 from builder.outcontract import INITRD
 from builder.recipe import Recipe
 from builder.writers.menu import ENTRY_NAME, MAIN_ENTRY
@@ -66,7 +68,22 @@ class Options:
 class Kernel:
     file: Path  # where to read it on this machine
     origin: str  # the store path it came from, or "--kernel" (a file outside the closure)
-    header: BzImageHeader
+    header: KernelHeader
+    unpacked: bytes | None = None  # an Image.gz's Image, shipped instead of the file (formats/kernel.py)
+
+    @property
+    def arch(self) -> Arch:
+        """The closure's architecture, as its kernel says (builder/arch.py)."""
+        found = by_name(self.header.arch)
+        assert found is not None  # formats/kernel.py reads only the kernels of builder/arch.py's machines
+        return found
+
+    def copy_to(self, dest: Path) -> None:
+        """The kernel as OUT ships it: the file, or the Image an Image.gz holds."""
+        if self.unpacked is None:
+            shutil.copyfile(self.file, dest)
+        else:
+            dest.write_bytes(self.unpacked)
 
 
 @dataclass(frozen=True)
@@ -264,12 +281,10 @@ def _find_kernel(
         if not file.is_file():
             raise NetbuildError(f"{what} {resolved} is not a regular file")
     try:
-        header = read_header_file(file)
-    except BzImageError as e:
+        image = read_kernel(file, name=name)
+    except KernelImageError as e:
         raise NetbuildError(str(e)) from None
-    except OSError as e:
-        raise NetbuildError(f"{name}: cannot read: {e.strerror}") from None
-    return Kernel(file=file, origin=origin, header=header)
+    return Kernel(file=file, origin=origin, header=image.header, unpacked=image.unpacked)
 
 
 def _find_init(toplevel: str | None, options: Options, booted: BootEntry | None) -> str:

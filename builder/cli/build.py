@@ -14,7 +14,7 @@ from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, parse_compression
 from builder.formats.streams import CompressionError
-from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
+from builder.outcontract import INITRD, NETBOOT_IPXE, RUN_QEMU, kernel_in
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
 from builder.progress import ProgressLine, Reporter, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
@@ -208,11 +208,12 @@ def _read_input(closure: str) -> tuple[str, bytes]:
 
 def _summary(result: BuildResult, paths: int) -> None:
     out, artifacts, initrd = result.out, result.artifacts, result.initrd
+    kernel = kernel_in(artifacts) or INITRD  # always one: the build wrote it
     reused = ""
     if initrd.reused is not None:
         reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
     click.echo(f"{out}/: {paths} store paths, {INITRD} {human_bytes(artifacts[INITRD][0])} ({result.plan.compression}, "
-               f"{human_bytes(initrd.plain_size)} unpacked{reused}), {BZIMAGE} {human_bytes(artifacts[BZIMAGE][0])}")
+               f"{human_bytes(initrd.plain_size)} unpacked{reused}), {kernel} {human_bytes(artifacts[kernel][0])}")
     menu = result.plan.menu
     if menu is not None:
         click.echo(f"{NETBOOT_IPXE}: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "

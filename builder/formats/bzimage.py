@@ -32,6 +32,12 @@ class BzImageHeader:
     efi_stub: bool  # also a PE/COFF image UEFI firmware can start
     init_size: int = 0  # memory the kernel needs from its load address while it starts (0: not said, < 2.10)
 
+    arch = "x86_64"  # builder/arch.py's name (the same field as an arm64 Image's header)
+
+    def manifest_fields(self) -> dict[str, object]:
+        """What manifest.json's inputs.kernel says of this header."""
+        return {"bootProtocol": "{}.{:02d}".format(*self.protocol)}
+
     @property
     def release(self) -> str:
         """The first word of the version string, the release `uname -r` prints: '6.1.0-56-cloud-amd64'."""

@@ -129,9 +129,10 @@ def _builtin_stage1(plan: BootPlan) -> BuiltinStage1:
     if not release:
         raise NetbuildError(f"{plan.kernel.origin} has no version string, so its modules cannot be matched to it")
     if plan.options.busybox is not None:
-        busybox, busybox_origin = busybox_from_file(plan.options.busybox), f"--busybox {plan.options.busybox}"
+        busybox, busybox_origin = (busybox_from_file(plan.options.busybox, plan.kernel.arch),
+                                  f"--busybox {plan.options.busybox}")
     else:
-        busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store)
+        busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store, plan.kernel.arch)
     tree = _modules_tree(plan, release)
     modules = resolve_modules(tree, STAGE1_MODULES, release)
     return BuiltinStage1(busybox=busybox, busybox_origin=busybox_origin, modules=modules,
