@@ -28,6 +28,9 @@ class Arch:
     qemu_machine: tuple[str, ...]  # its machine and CPU, before memory and devices
     console: str  # the serial console's kernel parameter on that QEMU machine
     debian_qemu: str  # the Debian package with `qemu`, for the message when it is missing
+    # Its OUT also has pxelinux.cfg/default and boot.scr.uimg: U-Boot is how arm64 boards netboot
+    # (Debian has no arm64 iPXE). An x86 OUT keeps to netboot.ipxe, as it always has.
+    uboot_files: bool = False
 
 
 X86_64 = Arch(
@@ -61,6 +64,7 @@ AARCH64 = Arch(
     qemu_machine=("-machine", "virt", "-cpu", "cortex-a57"),
     console="console=ttyAMA0",  # virt's PL011 UART
     debian_qemu="qemu-system-arm",
+    uboot_files=True,
 )
 
 ARCHES = (X86_64, AARCH64)

@@ -14,11 +14,15 @@ from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import Layout, layout_for
 from builder.outcontract import (
+    BOOT_SCR,
+    DEVICETREE,
+    DIRECTORY_MODE,
     INITRD,
     KERNEL_PARAMS,
     MANIFEST,
     NETBOOT_EFI,
     NETBOOT_UKI_IPXE,
+    PXELINUX_CFG,
     REGISTRATION,
     RUN_QEMU,
     SHA256SUMS,
@@ -41,7 +45,9 @@ from builder.writers import menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.ipxe import uki_script
 from builder.writers.members import InitrdResult
+from builder.writers.pxelinux import pxelinux_config
 from builder.writers.signing import sign
+from builder.writers.uboot_script import boot_script_image
 from builder.writers.uki import UkiResult, os_release, write_uki
 
 
@@ -137,6 +143,18 @@ def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[s
     return result
 
 
+def _uboot_files(plan: BootPlan, kernel: str) -> dict[str, bytes]:
+    """pxelinux.cfg/default and boot.scr.uimg, which boot OUT from U-Boot over TFTP."""
+    description = f"netbuild {netbuild_version()} — recipe {plan.recipe.name}"
+    label = plan.menu.title if plan.menu else _label(plan)
+    return {
+        PXELINUX_CFG: pxelinux_config(kernel=kernel, initrd=INITRD, cmdline=plan.cmdline,
+                                      fdt=DEVICETREE if plan.dtb is not None else None, label=label,
+                                      description=description),
+        BOOT_SCR: boot_script_image(arch=plan.kernel.arch, toplevel=plan.toplevel, description=description),
+    }
+
+
 def _label(plan: BootPlan) -> str:
     return plan.toplevel.rsplit("/", 1)[-1][33:] if plan.toplevel else f"{plan.init.rsplit('/', 1)[-1]} (netbuild)"
 
@@ -170,7 +188,12 @@ def _write_all(
             arch=plan.kernel.arch,
         ),
     }
+    if plan.kernel.arch.uboot_files:
+        files.update(_uboot_files(plan, kernel))
+    if plan.dtb is not None:
+        files[DEVICETREE] = plan.dtb.file.read_bytes()
     for name, data in files.items():
+        (staging / name).parent.mkdir(exist_ok=True)  # pxelinux.cfg/
         (staging / name).write_bytes(data)
 
     report.log("checking what was written")
@@ -191,6 +214,11 @@ def _write_all(
     (staging / MANIFEST).write_bytes(manifest_bytes)
     artifacts[MANIFEST] = file_digest(staging / MANIFEST)
     (staging / SHA256SUMS).write_bytes(sha256sums(artifacts))
-    for path in staging.iterdir():
-        path.chmod(mode_of(path.name))  # independent of the umask: outcontract.MODES
+    for path in staging.iterdir():  # independent of the umask: outcontract.MODES
+        if path.is_dir():
+            path.chmod(DIRECTORY_MODE)
+            for inner in path.iterdir():
+                inner.chmod(mode_of(f"{path.name}/{inner.name}"))
+        else:
+            path.chmod(mode_of(path.name))
     return initrd, artifacts, memory

@@ -6,6 +6,7 @@ name or parses manifest.json.
     Image                               the kernel, on arm64 (nixpkgs' name), instead of bzImage
     pxelinux.cfg/default                PXELINUX's configuration: U-Boot's `pxe` (and PXELINUX) boot from it
     boot.scr.uimg                       the U-Boot script image that runs `pxe get` and `pxe boot`
+    devicetree.dtb                      --dtb's device tree (arm64), for U-Boot to hand the kernel
     netboot.ipxe                        the iPXE script; with a menu, also netboot-<entry>.ipxe
     netboot.efi, netboot-uki.ipxe       the unified kernel image (--uki), and iPXE's script chaining it
     run-qemu                            boots OUT in QEMU: the one program (0755)
@@ -61,6 +62,7 @@ IMAGE = "Image"  # an arm64 kernel Image, nixpkgs' name for it
 KERNELS = {"x86_64": BZIMAGE, "aarch64": IMAGE}  # builder/arch.py's name → OUT's kernel
 PXELINUX_DIR = "pxelinux.cfg"
 PXELINUX_CFG = f"{PXELINUX_DIR}/default"  # the one artifact in a directory: where PXELINUX and U-Boot look
+DEVICETREE = "devicetree.dtb"  # --dtb's device tree, which pxelinux.cfg/default's FDT line names
 BOOT_SCR = "boot.scr.uimg"  # the name U-Boot's distro boot fetches over TFTP (builder/writers/uboot_script.py)
 INITRD = "initrd"
 KERNEL_PARAMS = "kernel-params"
@@ -98,6 +100,7 @@ PROGRAM_MODE = 0o755
 # Name → mode, for the files of a fixed name; netboot-<entry>.ipxe are ARTIFACT_MODE too.
 MODES: Mapping[str, int] = {
     BZIMAGE: ARTIFACT_MODE, IMAGE: ARTIFACT_MODE, PXELINUX_CFG: ARTIFACT_MODE, BOOT_SCR: ARTIFACT_MODE,
+    DEVICETREE: ARTIFACT_MODE,
     INITRD: ARTIFACT_MODE, KERNEL_PARAMS: ARTIFACT_MODE, NETBOOT_IPXE: ARTIFACT_MODE,
     NETBOOT_EFI: ARTIFACT_MODE, NETBOOT_UKI_IPXE: ARTIFACT_MODE, RUN_QEMU: PROGRAM_MODE,
     REGISTRATION: ARTIFACT_MODE, STORE_PATHS: ARTIFACT_MODE,
@@ -227,6 +230,8 @@ def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, uki: UkiR
         "cmdline": plan.cmdline,
         "baseUrl": plan.base_url,
     }
+    if plan.dtb is not None:  # only with --dtb: other manifests stay as they were
+        settings["dtb"] = {"name": plan.dtb.name, "origin": plan.dtb.origin}
     # Only with a boot.json, so that an OUT built from the toplevel's symlinks is as it always was.
     if plan.bootspec is not None:
         inputs["bootspec"] = _bootspec(plan.bootspec)

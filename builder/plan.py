@@ -22,6 +22,7 @@ from builder.arch import Arch, by_name
 from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
 from builder.cache import DEFAULT_MAX_BYTES
 from builder.closure import STORE_DIR, Closure, StoreFS, owner
+from builder.dtb import DeviceTree, find_dtb
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression
 from builder.formats.kernel import KernelHeader, KernelImageError, read_kernel
@@ -62,6 +63,7 @@ class Options:
     sign_key: Path | None = None  # Secure Boot: sign netboot.efi with this key (PEM) …
     sign_cert: Path | None = None  # … and this certificate (PEM)
     sign_passphrase_env: str | None = None  # the environment variable holding the key's passphrase
+    dtb: str | None = None  # arm64: the device tree pxelinux.cfg/default names, below the kernel's dtbs/
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class BootPlan:
     bootspec: FromBootspec | None  # None: no boot.json, the choices came from the toplevel's symlinks
     menu: Menu | None  # None: netboot.ipxe boots the system directly
     uki: UkiChoice | None = None  # None: no netboot.efi
+    dtb: DeviceTree | None = None  # --dtb: OUT's devicetree.dtb, pxelinux.cfg/default's FDT (builder/dtb.py)
 
 
 def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
@@ -152,7 +155,9 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
     cmdline = _command_line(recipe, init, _system_params(closure, store, toplevel, booted), options.append)
     _check_base_url(options.base_url)
     uki = plan_uki(closure, store, options.uki, options.efi_stub,
-                   (options.sign_key, options.sign_cert, options.sign_passphrase_env))
+                   (options.sign_key, options.sign_cert, options.sign_passphrase_env), kernel.arch)
+    dtb = None if options.dtb is None else find_dtb(closure, store, name=options.dtb, toplevel=toplevel,
+                                                     kernel_origin=kernel.origin, arch=kernel.arch)
     return BootPlan(
         recipe=recipe,
         closure=closure,
@@ -169,6 +174,7 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
         bootspec=_from_bootspec(spec, booted, options),
         menu=_menu(closure, store, recipe, spec, kernel, options),
         uki=uki,
+        dtb=dtb,
     )
 
 

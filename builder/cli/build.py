@@ -102,6 +102,10 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="--uki: the PEM certificate of --sign-key.")
 @click.option("--sign-passphrase-env", metavar="VAR",
               help="--sign-key is encrypted: the environment variable that holds its passphrase.")
+@click.option("--dtb", metavar="NAME",
+              help="arm64: the device tree U-Boot hands the kernel, below the closure's kernel dtbs/ (e.g. "
+                   "broadcom/bcm2711-rpi-4-b.dtb): OUT/devicetree.dtb and pxelinux.cfg/default's FDT line. "
+                   "Default: the firmware's own.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def build_command(
     closure: str,
@@ -129,6 +133,7 @@ def build_command(
     sign_key: Path | None,
     sign_cert: Path | None,
     sign_passphrase_env: str | None,
+    dtb: str | None,
     quiet: bool,
 ) -> None:
     """Build netboot artifacts for CLOSURE.json into OUT.
@@ -173,6 +178,7 @@ def build_command(
         sign_key=sign_key,
         sign_cert=sign_cert,
         sign_passphrase_env=sign_passphrase_env,
+        dtb=dtb,
     )
     recipe_obj = load_recipe(recipe)
     total = sum(sp.nar_size or 0 for sp in closure_obj) or None
@@ -220,7 +226,8 @@ def _summary(result: BuildResult, paths: int) -> None:
                    f"after {menu.timeout_s} s unless the iPXE variable netbuild-specialisation names another")
     click.echo(f"memory: boots with {result.memory.boot_mib} MiB of RAM or more "
                f"({human_bytes(result.memory.rootfs_bytes)} unpacked into a tmpfs, which may fill half of it)")
-    click.echo(f"try it: {out}/{RUN_QEMU}   (or: netbuild boot {out} --via http)")
+    via = "http" if result.plan.kernel.arch.name == "x86_64" else "uboot"  # arm64: U-Boot, no iPXE
+    click.echo(f"try it: {out}/{RUN_QEMU}   (or: netbuild boot {out} --via {via})")
 
 
 @click.command("recipes")

@@ -156,7 +156,8 @@ def boot(
         log(f"warning: --memory {options.memory_mib} MiB is less than the {needed} MiB this image needs to boot "
             "(manifest.json: memory); expect the kernel to fail unpacking the initrd")
     with prepared_launch(directory, options, log=log) as launch:
-        firmware = "UEFI, Secure Boot" if options.secure_boot else "UEFI" if options.firmware_uefi else "BIOS"
+        firmware = ("UEFI, Secure Boot" if options.secure_boot else "UEFI" if options.firmware_uefi else
+                    "U-Boot" if options.via == "uboot" else "BIOS" if arch is X86_64 else "no firmware")
         log(f"booting {directory} via {options.via} ({firmware}, {launch.accel.upper()}, "
             f"{_memory(directory, options)} MiB)")
         log("$ " + " ".join(_shell_quote(a) for a in launch.command))
