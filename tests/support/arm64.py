@@ -24,6 +24,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from support.nixstore import FIXTURES, nix_build, nix_path_literal
+from support.squashfs import FixtureClosure, fixture_closure
+
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".tmp" / "arm64-debs"
 LOCK = REPO / ".tmp" / "arm64-debs.lock"
@@ -115,3 +118,22 @@ def arm64_packages() -> Arm64Packages:
             subprocess.run(["depmod", "-b", str(packages.modules_dir.parent.parent), release], check=True)
             (dest / "done").write_text("fetched\n")
     return Arm64Packages(dest / "root", (dest / "release").read_text().strip())
+
+
+def arm64_system(packages: Arm64Packages, directory: Path, *, busybox: Path | None = None,
+                 kernel: Path | None = None, guest_system: str = "aarch64-linux", console: str = "ttyAMA0",
+                 dtbs: Path | None = None, **flags: bool) -> FixtureClosure:
+    """tests/fixtures/system.nix for arm64: Debian's arm64 kernel as `Image` (with its .config
+    beside it), its modules (withModules) and static BusyBox; `busybox`, `kernel` and `guest_system`
+    swap a part for another architecture's, for the preflight's refusals."""
+    args = {
+        "busybox": nix_path_literal(busybox or packages.busybox),
+        "kernel": nix_path_literal(kernel or packages.kernel),
+        "kernelConfig": nix_path_literal(packages.root / "boot" / f"config-{packages.release}"),
+        **({"dtbs": nix_path_literal(dtbs)} if dtbs is not None else {}),
+        **{name: "true" if value else "false" for name, value in flags.items()},
+    }
+    argstrs = {"kernelRelease": packages.release, "guestSystem": guest_system, "console": console,
+               "kernelFile": "Image" if kernel is None else "bzImage",
+               "hostModules": str(packages.modules_dir.resolve())}
+    return fixture_closure(nix_build(FIXTURES / "system.nix", args, argstrs), directory)
