@@ -8,7 +8,6 @@ either.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -18,9 +17,10 @@ from builder.formats.arm64image import Arm64ImageError, Arm64ImageHeader, is_arm
 from builder.formats.arm64image import read_header as read_arm64_header
 from builder.formats.bzimage import BzImageError, BzImageHeader
 from builder.formats.bzimage import read_header_file as read_bzimage_header_file
+from builder.formats.compress import GZIP, detect
+from builder.formats.streams import ByteRange, CompressionError
 
 KernelHeader = BzImageHeader | Arm64ImageHeader
-GZIP_MAGIC = b"\x1f\x8b"
 MAX_IMAGE = 256 << 20  # an arm64 Image is 20-60 MiB; more from an Image.gz is refused, not unpacked
 _PEEK = 0x40
 
@@ -41,8 +41,8 @@ def read_kernel(path: Path, *, name: str | None = None) -> KernelImage:
     try:
         with open(path, "rb") as f:
             head = f.read(_PEEK)
-            if head.startswith(GZIP_MAGIC):
-                image = _gunzip(f, head, name)
+            if detect(head) == GZIP.name:
+                image = _gunzip(f, name)
                 if not is_arm64_image(image):
                     raise KernelImageError(f"{name}: a gzip file that holds no arm64 Image (no magic ARM\\x64 "
                                            "at 0x38 once unpacked)")
@@ -67,21 +67,16 @@ def read_kernel_header(path: Path) -> KernelHeader:
     return read_kernel(path).header
 
 
-def _gunzip(stream: BinaryIO, head: bytes, name: str) -> bytes:
-    # wbits 16+15: one gzip member, its header and CRC checked; max_length bounds the output
-    # whatever the file claims (a gzip bomb stops at MAX_IMAGE + 1 bytes).
-    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = bytearray()
-    data = head
+def _gunzip(stream: BinaryIO, name: str) -> bytes:
+    # The codec table's reader (bounded memory, its own budget), stopped at MAX_IMAGE + 1 bytes
+    # whatever the file claims: a gzip bomb costs MAX_IMAGE of memory at most.
+    reader = GZIP.reader(ByteRange(stream))
+    image = bytearray()
     try:
-        while True:
-            out += unpacker.decompress(data, MAX_IMAGE + 1 - len(out))
-            if len(out) > MAX_IMAGE:
+        while chunk := reader.read(CHUNK):  # to the member's end, where its CRC and length are checked
+            image += chunk
+            if len(image) > MAX_IMAGE:
                 raise KernelImageError(f"{name}: unpacks to more than {MAX_IMAGE >> 20} MiB; not a kernel Image.gz")
-            if unpacker.eof:
-                return bytes(out)
-            data = unpacker.unconsumed_tail or stream.read(CHUNK)
-            if not data:
-                raise KernelImageError(f"{name}: gzip data cut short")
-    except zlib.error as e:
+    except CompressionError as e:
         raise KernelImageError(f"{name}: broken gzip ({e})") from None
+    return bytes(image)
