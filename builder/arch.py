@@ -22,11 +22,9 @@ class Arch:
     library_dirs: tuple[str, ...]  # where glibc's loader looks last (no /etc/ld.so.cache in a store image)
     pe_machine: str  # builder/formats/pe.py's name of a UEFI program's machine
     efi_stub: str  # systemd-stub's file name (a UKI's base), in systemd's lib/systemd/boot/efi/
-    efi_removable: str  # the removable-media loader UEFI firmware boots from a disc or stick
     uboot_arch: str  # the legacy U-Boot image header's architecture (mkimage -A), builder/writers/uboot_script.py
     qemu: str  # the QEMU system emulator
     qemu_machine: tuple[str, ...]  # its machine and CPU, before memory and devices
-    console: str  # the serial console's kernel parameter on that QEMU machine
     debian_qemu: str  # the Debian package with `qemu`, for the message when it is missing
     # Its OUT also has pxelinux.cfg/default and boot.scr.uimg: U-Boot is how arm64 boards netboot
     # (Debian has no arm64 iPXE). An x86 OUT keeps to netboot.ipxe, as it always has.
@@ -41,29 +39,25 @@ X86_64 = Arch(
     library_dirs=("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"),
     pe_machine="x86_64",
     efi_stub="linuxx64.efi.stub",
-    efi_removable="EFI/BOOT/BOOTX64.EFI",
     uboot_arch="x86_64",
     qemu="qemu-system-x86_64",
     qemu_machine=(),  # QEMU's default PC; OVMF and SeaBIOS both run on it
-    console="console=ttyS0",
     debian_qemu="qemu-system-x86",
 )
 
 AARCH64 = Arch(
     name="aarch64",
-    nix_system="aarch64-linux",
-    elf_machines=("EM_AARCH64",),  # 32-bit ARM programs need COMPAT, which cloud kernels lack: not counted
-    library_dirs=("/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"),
-    pe_machine="aarch64",
-    efi_stub="linuxaa64.efi.stub",
-    efi_removable="EFI/BOOT/BOOTAA64.EFI",
-    uboot_arch="arm64",
     qemu="qemu-system-aarch64",
     # virt: the generic machine AAVMF and U-Boot's qemu_arm64 are built for; cortex-a57 because
-    # TCG's default CPU for virt is a 32-bit cortex-a15.
+    # TCG's default CPU for virt is a 32-bit cortex-a15. Its console is ttyAMA0 (a PL011 UART).
     qemu_machine=("-machine", "virt", "-cpu", "cortex-a57"),
-    console="console=ttyAMA0",  # virt's PL011 UART
     debian_qemu="qemu-system-arm",
+    nix_system="aarch64-linux",
+    elf_machines=("EM_AARCH64",),  # 32-bit ARM programs need COMPAT, which cloud kernels lack: not counted
+    efi_stub="linuxaa64.efi.stub",
+    library_dirs=("/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"),
+    pe_machine="aarch64",
+    uboot_arch="arm64",
     uboot_files=True,
 )
 

@@ -45,28 +45,24 @@ def first_present(candidates: tuple[Path, ...]) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def find_ovmf() -> tuple[Path, Path]:
-    for code, variables in OVMF_CANDIDATES:
+def _first_firmware(candidates: tuple[tuple[Path, Path], ...], what: str, install: str) -> tuple[Path, Path]:
+    """The first (code, variables template) pair present, else an error saying what to install."""
+    for code, variables in candidates:
         if code.is_file() and variables.is_file():
             return code, variables
-    raise NetbuildError(f"UEFI firmware not found (looked for {OVMF_CANDIDATES[0][0]} and others); "
-                        "install OVMF (Debian: ovmf)")
+    raise NetbuildError(f"{what} not found (looked for {candidates[0][0]} and others); install {install}")
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    return _first_firmware(OVMF_CANDIDATES, "UEFI firmware", "OVMF (Debian: ovmf)")
 
 
 def find_aavmf() -> tuple[Path, Path]:
-    for code, variables in AAVMF_CANDIDATES:
-        if code.is_file() and variables.is_file():
-            return code, variables
-    raise NetbuildError(f"arm64 UEFI firmware not found (looked for {AAVMF_CANDIDATES[0][0]} and others); "
-                        "install AAVMF (Debian: qemu-efi-aarch64)")
+    return _first_firmware(AAVMF_CANDIDATES, "arm64 UEFI firmware", "AAVMF (Debian: qemu-efi-aarch64)")
 
 
 def find_uboot() -> Path:
-    found = first_present(UBOOT_CANDIDATES)
-    if found is None:
-        raise NetbuildError(f"U-Boot for QEMU's arm64 machine not found (looked for {UBOOT_CANDIDATES[0]} and "
-                            "others); install it (Debian: u-boot-qemu)")
-    return found
+    return _first_program(UBOOT_CANDIDATES, "U-Boot for QEMU's arm64 machine", "install it (Debian: u-boot-qemu)")
 
 
 def find_secure_boot_ovmf() -> tuple[Path, Path]:
@@ -76,8 +72,12 @@ def find_secure_boot_ovmf() -> tuple[Path, Path]:
 
 
 def find_ipxe_snp_efi() -> Path:
-    found = first_present(IPXE_SNP_EFI_CANDIDATES)
+    return _first_program(IPXE_SNP_EFI_CANDIDATES, "iPXE for UEFI", "a UEFI network boot starts it from the firmware; "
+                          "install iPXE (Debian: ipxe) or pass --ipxe-efi", separator=":")
+
+
+def _first_program(candidates: tuple[Path, ...], what: str, advice: str, *, separator: str = ";") -> Path:
+    found = first_present(candidates)
     if found is None:
-        raise NetbuildError(f"iPXE for UEFI not found (looked for {IPXE_SNP_EFI_CANDIDATES[0]} and others): a UEFI "
-                            "network boot starts it from the firmware; install iPXE (Debian: ipxe) or pass --ipxe-efi")
+        raise NetbuildError(f"{what} not found (looked for {candidates[0]} and others){separator} {advice}")
     return found

@@ -22,6 +22,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from builder.formats.bzimage import release_of
+
 HEAD = 0x40  # the whole header
 MAGIC = b"ARM\x64"
 _MAGIC_OFFSET = 0x38
@@ -54,8 +56,7 @@ class Arm64ImageHeader:
     @property
     def release(self) -> str:
         """What `uname -r` prints: '6.1.0-57-cloud-arm64'."""
-        words = self.version.split()
-        return words[0] if words else ""
+        return release_of(self.version)
 
     @property
     def init_size(self) -> int:

@@ -40,13 +40,18 @@ class BzImageHeader:
 
     @property
     def release(self) -> str:
-        """The first word of the version string, the release `uname -r` prints: '6.1.0-56-cloud-amd64'."""
-        words = self.version.split()
-        return words[0] if words else ""
+        """The release `uname -r` prints: '6.1.0-56-cloud-amd64'."""
+        return release_of(self.version)
 
     @property
     def setup_size(self) -> int:
         return setup_size(self.setup_sects)
+
+
+def release_of(version: str) -> str:
+    """The first word of a kernel's version string (a bzImage's, an arm64 Image's banner): its release."""
+    words = version.split()
+    return words[0] if words else ""
 
 
 def setup_size(setup_sects: int) -> int:

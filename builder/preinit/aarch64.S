@@ -179,14 +179,23 @@ say:                                            // write(2, x1, x2)
         svc     #0
         ret
 
-proc:           .asciz "proc"
-proc_dir:       .asciz "/proc"
-cmdline:        .asciz "/proc/cmdline"
-root:           .asciz "/"
-run:            .asciz "/run"
-dot:            .asciz "."
-failed:         .ascii "netbuild /init: failed to execute "
+// The strings, each label on its own line (the same bytes as x86_64.S's).
+proc:
+        .asciz  "proc"
+proc_dir:
+        .asciz  "/proc"
+cmdline:
+        .asciz  "/proc/cmdline"
+root:
+        .asciz  "/"
+run:
+        .asciz  "/run"
+dot:
+        .asciz  "."
+failed:
+        .ascii  "netbuild /init: failed to execute "
 failed_end:
-error:          .ascii " (error -"
+error:
+        .ascii  " (error -"
 error_end:
 default_init:
