@@ -14,7 +14,10 @@ booted by qemu-system-aarch64 -M virt under TCG:
   kernel, each in one `error:` line naming the file and both architectures;
 - `--dtb NAME` ships the kernel's device tree and names it on pxelinux.cfg's FDT line, and is
   refused, saying what there is, when the name is not among the kernel's dtbs;
-- an Image.gz kernel is unpacked: OUT/Image is the Image.
+- an Image.gz kernel is unpacked: OUT/Image is the Image;
+- a real root on arm64: the init of tests/fixtures/realroot.nix (arm64 BusyBox) runs `unshare -m` and
+  pivot_root, in the whole-store layout (from aarch64.S's bind mount of rootfs, with init= and, the
+  boot loader having dropped the command line, with the default init) and in the squashfs layout.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import pytest
 from conftest import RunNetbuild, SystemClosure
 from support.arm64 import Arm64Packages, arm64_packages, arm64_system
 from support.netboot import MARKER, assert_guest_store, netbuild_boot, plain_text
-from support.squashfs import RECIPE, FixtureClosure
+from support.nixstore import FIXTURES, nix_build, nix_path_literal
+from support.squashfs import RECIPE, FixtureClosure, fixture_closure
 
 from builder.formats.uimage import read_script
 
@@ -44,9 +48,22 @@ LAYOUTS = ("whole-store", "squashfs")
 RUN_QEMU_TIMEOUT_S = 120
 
 
+def _foreign_architectures() -> list[str]:
+    return subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True, text=True,
+                          check=True).stdout.split()
+
+
 @pytest.fixture(scope="module")
 def packages() -> Arm64Packages:
-    return arm64_packages()
+    """Fetched (or taken from .tmp/), and the machine left as it was: the same foreign architectures
+    and, unless arm64 was one before, no arm64 package lists."""
+    before = _foreign_architectures()
+    fetched = arm64_packages()
+    assert _foreign_architectures() == before
+    if "arm64" not in before:
+        assert not list(Path("/var/lib/apt/lists").glob("*binary-arm64_Packages*"))
+    assert fetched.kernel.is_file() and fetched.busybox.is_file() and fetched.efi_stub.is_file()
+    return fetched
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +137,11 @@ def test_out_holds_the_arm64_files(outs: dict[str, Path], packages: Arm64Package
     checked = run_netbuild("check", str(out))
     assert b"ok:" in checked.stdout
     assert "qemu-system-aarch64" in (out / "run-qemu").read_text()
+    # What is x86's alone says so: iPXE's boot paths and netbuild iso.
+    tftp = netbuild_boot(out, "--via", "tftp", timeout=30)
+    assert tftp.returncode != 0 and "which Debian has for x86 only" in tftp.stderr, tftp.explain()
+    iso = run_netbuild("iso", str(out), "-o", str(tmp_path / "x.iso"), check=False)
+    assert iso.returncode != 0 and b"netbuild iso makes x86-64 discs only" in iso.stderr
 
 
 def test_run_qemu_boots_the_arm64_out(outs: dict[str, Path], whole_system: FixtureClosure) -> None:
@@ -226,3 +248,27 @@ def test_an_image_gz_is_shipped_unpacked(packages: Arm64Packages, whole_system: 
     run_netbuild(str(whole_system.closure_json), "-o", str(out), "--kernel", str(packed))
     assert (out / "Image").read_bytes() == _plain(packages.kernel)
     assert json.loads((out / "manifest.json").read_text())["inputs"]["kernel"]["origin"] == "--kernel"
+
+
+PIVOTED = "NETBUILD-PIVOT-OK pivoted"
+ARM64_PARAMS = "console=ttyAMA0 panic=-1 loglevel=4"
+
+
+def test_a_real_root_on_arm64(packages: Arm64Packages, run_netbuild: RunNetbuild, tmp_path: Path) -> None:
+    probe = fixture_closure(nix_build(FIXTURES / "realroot.nix", {"busybox": nix_path_literal(packages.busybox)}),
+                            tmp_path / "probe")
+    common = ["--kernel", str(packages.kernel), "--init", probe.root, "--append", ARM64_PARAMS]
+    whole, squashfs = tmp_path / "whole", tmp_path / "squashfs"
+    run_netbuild(str(probe.closure_json), "-o", str(whole), *common)
+    run_netbuild(str(probe.closure_json), "-o", str(squashfs), *common, "--recipe", RECIPE,
+                 "--modules", str(packages.modules_dir / packages.release))
+    # The boot loader dropped the command line's init=: the kernel runs /init, which runs its default.
+    dropped = tmp_path / "dropped"
+    shutil.copytree(whole, dropped)
+    (dropped / "kernel-params").write_text(ARM64_PARAMS + "\n")
+    for out in (whole, squashfs, dropped):
+        run = netbuild_boot(out, "--expect", MARKER)
+        assert run.returncode == 0 and PIVOTED in run.console, run.explain()
+        if out is not squashfs:  # init's root is a bind mount of rootfs itself, not a copy
+            (root_line,) = [line for line in run.console.splitlines() if line.startswith("NETBUILD-ROOT ")]
+            assert " / / " in root_line and " - rootfs rootfs " in root_line, root_line
