@@ -68,8 +68,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# PYTEST_ARGS: a part of the suite, e.g. `make test PYTEST_ARGS=tests/unit` (also through
+# `tests/other-release.sh test PYTEST_ARGS=…`, on the other release).
+PYTEST_ARGS ?=
+
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # The fast lane: every test that needs neither QEMU nor Nix (well under a minute).
 check: install lint
