@@ -1,7 +1,7 @@
 """An HTTP server for iPXE and for fleets booting at once: GET and HEAD of the files in one or more
 OUT directories.
 
-Its own, on socketserver's threads (one per connection) rather than on http.server: that one
+Its own, on an event loop (builder/run/serve_loop.py) rather than on http.server: that one
 ignores Range, quietly maps a path that climbs out of the directory back inside it instead of
 refusing it, parses headers slowly (builder/run/http_head.py says why) and has no timeouts. Here:
 byte ranges (one range per request; several are answered with the whole file, which RFC 9110
@@ -11,7 +11,8 @@ and one log line per request.
 
 Made for a fleet powered on at once: a listen backlog of BACKLOG connections (http.server's is 5:
 the rest of a storm of SYNs is dropped and retried after 1, 3, 7 s), small files sent with their
-headers in one write, larger ones and byte ranges by sendfile, an idle or slow request head closed
+headers in one write (and a repeated request's whole answer kept, builder/run/serve_cache.py),
+larger ones and their byte ranges by sendfile, an idle or slow request head closed
 after IDLE_TIMEOUT_S and a client that stops reading dropped after SEND_TIMEOUT_S without progress
 (builder/run/serve_wire.py), and, for the command, one process per core
 (builder/run/serve_workers.py).

@@ -10,6 +10,13 @@ ServedTree.locate) still shows the same inode, size, mtime and ctime. Any write 
 its ctime, which no one can set back; but timestamps have the resolution of the kernel's clock
 tick, so a file is kept only once its ctime is SETTLED_NS in the past: a write after that gets a
 later ctime than the one kept. Replacing OUT by rename, as netbuild does, gives new inodes.
+
+And the answers made from them, whole, by the request head that asked (KeptAnswers): the same
+head gets the same answer — status, fields, body, log line — as long as the file is the one kept,
+which one lstat of it shows (and one of each directory on the way, which must not have become a
+symlink), but for the Date field, replaced once a second. No parsing, no path resolution, no
+formatting: measured in one process on 8 kept-alive connections, 71,000 small answers a second
+against 31,000 without.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import contextlib
 import select
 import socket
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -87,7 +88,7 @@ class Loop:
                 else:
                     peer = peers.get(fd)
                     if peer is not None:
-                        self._readable(fd, peer)
+                        self._serve(fd, peer)
             if peers:
                 self._expire()
 
@@ -112,6 +113,22 @@ class Loop:
         fd = sock.fileno()
         self._peers[fd] = _Peer(sock, address[0], time.monotonic() + self._site.idle_s, bytearray())
         self._epoll.register(fd, select.EPOLLIN)
+
+    def _serve(self, fd: int, peer: _Peer) -> None:
+        """What a ready connection asked for; whatever goes wrong ends that connection, not the loop
+        (as a thread of its own would end, socketserver's way)."""
+        try:
+            self._readable(fd, peer)
+        except OSError as e:  # e.g. EIO reading a file
+            self._site.log(f"{peer.addr} {e.strerror or e}; connection closed")
+            self._end(fd)
+        except Exception:
+            traceback.print_exc()
+            self._end(fd)
+
+    def _end(self, fd: int) -> None:
+        if fd in self._peers:  # else handed over or dropped already
+            self._drop(fd)
 
     def _readable(self, fd: int, peer: _Peer) -> None:
         try:
