@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_serve import GOALS_AT_LEAST, Comparison, compare
+from bench_serve import GOALS_AT_LEAST, ROUNDS, Comparison, compare
 from bench_serve import render as render_serving
 from support.nixstore import FIXTURES, nix_build, nix_path_literal, path_info
 from support.qemu import QEMU, find_kernel, kernel_release
@@ -347,8 +347,8 @@ def main() -> int:
 
     # What a fleet fetches from the OUT just built: its initrd and its script.
     print("bench: serving the OUT, netbuild serve against nginx", file=sys.stderr)
-    results.serving = compare(work / "cold", "initrd", "netboot.ipxe", work / "serve", rounds=repeats,
-                              seconds=1 if args.smoke else 5)
+    results.serving = compare(work / "cold", "initrd", "netboot.ipxe", work / "serve",
+                              rounds=1 if args.smoke else ROUNDS, seconds=1 if args.smoke else 5)
 
     print("bench: peak memory from a small to a large closure", file=sys.stderr)
     memory: list[tuple[int, float]] = []

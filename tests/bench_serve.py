@@ -7,8 +7,11 @@ core, sendfile on, and stopped afterwards; no system service is touched) and `ne
 wrk loads each in turn, on kept-alive connections:
   - a large file (the benchmark's initrd) on LARGE_CONNECTIONS connections: MB/s;
   - a small file (netboot.ipxe) on SMALL_CONNECTIONS connections, and on one: requests/s.
-Each measurement runs `rounds` times, nginx and netbuild in another order each round; the
-median counts. The client shares the machine's cores with the server, the same for both.
+Each round starts both servers afresh, warms each up the same way (every measurement for a
+second), then takes each measurement of one and, right after it, of the other, in another order
+each round; `rounds` rounds (ROUNDS alone, at least that many in `make bench`), the ratio is the
+median of the rounds' ratios. The client shares the machine's cores with the server, the same
+for both.
 
 Run alone (`python tests/bench_serve.py [DIR]`) it serves DIR's initrd and netboot.ipxe, or, with
 no DIR, a 200 MB file and a script it writes.
@@ -36,6 +39,8 @@ from pathlib import Path
 MB = 1_000_000
 LARGE_CONNECTIONS = 4  # machines loading their initrd at once
 SMALL_CONNECTIONS = 8
+ROUNDS = 5
+WARM_UP_S = 1.0  # per server and file, before each round's measurements
 GOALS_AT_LEAST = {
     "serve / nginx, large file MB/s": 0.9,
     f"serve / nginx, small file requests/s ({SMALL_CONNECTIONS} connections)": 0.5,
@@ -148,6 +153,7 @@ def nginx(root: Path, work: Path) -> Iterator[int]:
 @contextmanager
 def netbuild_serve(root: Path, work: Path) -> Iterator[int]:
     port = free_port()
+    work.mkdir(parents=True, exist_ok=True)
     log = work / "netbuild-serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "builder", "serve", str(root), "--port", str(port)],
@@ -190,27 +196,39 @@ def compare(root: Path, large: str, small: str, work: Path, *, rounds: int, seco
     tests = [("large", f"/{large}", LARGE_CONNECTIONS), ("small", f"/{small}", SMALL_CONNECTIONS),
              ("small-1", f"/{small}", 1)]
     loads: dict[tuple[str, str], list[Load]] = {}
-    servers = [("nginx", nginx), ("netbuild", netbuild_serve)]
+    names = ["nginx", "netbuild"]
     for rep in range(rounds):
-        order = servers if rep % 2 == 0 else servers[::-1]
-        print(f"bench: serving, round {rep + 1} of {rounds}: {', '.join(name for name, _ in order)}",
+        order = names if rep % 2 == 0 else names[::-1]
+        print(f"bench: serving, round {rep + 1} of {rounds}: {', '.join(order)} in turn on each measurement",
               file=sys.stderr)
-        for name, server in order:
-            with server(root, work) as port:
-                wrk(port, f"/{small}", SMALL_CONNECTIONS, min(1.0, seconds), script)  # warm-up: page cache, threads
-                for test, path, connections in tests:
-                    loads.setdefault((name, test), []).append(wrk(port, path, connections, seconds, script))
+        # Both started afresh each round and both left running, the idle one waiting in epoll: each
+        # measurement of one is next to the same of the other, whatever else the machine does.
+        logs = work / f"round-{rep + 1}"  # both access logs: a few hundred MB by the end, removed after each round
+        with nginx(root, logs) as nginx_port, netbuild_serve(root, logs) as own_port:
+            ports = {"nginx": nginx_port, "netbuild": own_port}
+            for name in order:  # the same warm-up for both: page cache, the first answers, the workers
+                for _test, path, connections in tests:
+                    wrk(ports[name], path, connections, WARM_UP_S, script)
+            for test, path, connections in tests:
+                for name in order:
+                    load = wrk(ports[name], path, connections, seconds, script)
+                    loads.setdefault((name, test), []).append(load)
+                    print(f"bench:   {name} {test}: {load.requests_per_s:,.0f} requests/s, {load.mb_per_s:,.0f} MB/s",
+                          file=sys.stderr)
+        shutil.rmtree(logs)
     for key, runs in loads.items():
         if any(run.errors for run in runs):
             raise SystemExit(f"bench: {key[0]} answered {sum(r.errors for r in runs)} requests with errors ({key[1]})")
-
-    def med(name: str, test: str, rate: str) -> float:
-        return statistics.median(getattr(run, rate) for run in loads[(name, test)])
 
     def spread(name: str, test: str, rate: str, unit: str) -> str:
         values = sorted(getattr(run, rate) for run in loads[(name, test)])
         text = f"{statistics.median(values):,.0f} {unit}"
         return text if len(values) < 2 else f"{text} ({values[0]:,.0f}–{values[-1]:,.0f})"
+
+    def ratio(test: str, rate: str) -> float:
+        """The median of the rounds' ratios: each round's two measurements ran side by side."""
+        pairs = zip(loads[("netbuild", test)], loads[("nginx", test)], strict=True)
+        return statistics.median(getattr(own, rate) / getattr(theirs, rate) for own, theirs in pairs)
 
     size = (root / large).stat().st_size
     rows, ratios = [], {}
@@ -222,9 +240,9 @@ def compare(root: Path, large: str, small: str, work: Path, *, rounds: int, seco
         (f"small file ({(root / small).stat().st_size} bytes), 1 kept-alive connection", "small-1",
          "requests_per_s", "requests/s", "serve / nginx, small file requests/s (1 connection)"),
     ]:
-        ratio = med("netbuild", test, rate) / med("nginx", test, rate)
-        ratios[goal] = ratio
-        rows.append((label, spread("nginx", test, rate, unit), spread("netbuild", test, rate, unit), f"{ratio:.2f}"))
+        ratios[goal] = ratio(test, rate)
+        rows.append((label, spread("nginx", test, rate, unit), spread("netbuild", test, rate, unit),
+                     f"{ratios[goal]:.2f}"))
     return Comparison(rows, ratios, rounds, seconds)
 
 
@@ -239,7 +257,9 @@ def render(comparison: Comparison) -> list[str]:
         f"Serving: {nginx_version()} (one worker per core, sendfile) and `netbuild serve` (one process per core, its "
         "default) on loopback, each loaded in "
         f"turn by wrk for {seconds:g} s per measurement on kept-alive connections, access logs written to files; "
-        f"median of {rounds} rounds, the servers in another order each round (slowest–fastest in brackets).",
+        f"median of {rounds} rounds (slowest–fastest in brackets), each server's measurement right after the "
+        "other's, in another order each round, after the same warm-up; the ratio is the median of the rounds' "
+        "ratios.",
         "",
         "| served | nginx | netbuild serve | serve / nginx |",
         "|---|---:|---:|---:|",
@@ -266,7 +286,7 @@ def _example_tree(work: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", nargs="?", type=Path, help="an OUT directory (default: files made here)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="netbuild-bench-serve-", dir="/var/tmp"))

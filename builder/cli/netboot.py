@@ -164,7 +164,10 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int, workers: int | N
     """
 
     def say(line: str) -> None:
-        click.echo(line)
+        # Written whole and at once (one write: the worker processes' lines do not mix), and not
+        # by click.echo, which asks the terminal driver about stdout on every line (a system call
+        # per request).
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
     server = Server(list(dirs), bind=bind, port=port, log=say)

@@ -42,6 +42,9 @@ class File:
     path: str  # resolved, inside a served directory
     name: str  # its base name, for the Content-Type
     stat: os.stat_result  # as locate() found it (the file is opened later, if at all)
+    # The directories below the served one it was found through, each looked at with lstat; None
+    # if a symlink was met on the way (its target was resolved instead).
+    through: tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ class ServedTree:
         else:
             raise Missing
         top = str(root)
-        resolved, st = _resolve_below(top, rest)
+        resolved, st, through = _resolve_below(top, rest)
         # A symlink inside OUT that points out of it is refused like `..` (even a dangling one): the
         # client named a file outside what was meant to be served.
         if resolved != top and not resolved.startswith(top.rstrip("/") + "/"):
@@ -103,17 +106,20 @@ class ServedTree:
             return Listing(_listing(resolved))
         if not stat.S_ISREG(st.st_mode):
             raise Unservable(f"not a regular file ({_kind(st.st_mode)})")
-        return File(resolved, os.path.basename(resolved), st)
+        return File(resolved, os.path.basename(resolved), st, through)
 
 
-def _resolve_below(top: str, rest: list[str]) -> tuple[str, os.stat_result | None]:
-    """top/rest with symlinks resolved, and its lstat if no symlink was met on the way. One lstat
-    per segment below the root (already resolved), and os.path.realpath only from the first symlink
-    on: a request costs a few microseconds, not a realpath of the whole path. A symlink loop is
-    left for os.stat to report (ELOOP)."""
+def _resolve_below(top: str, rest: list[str]) -> tuple[str, os.stat_result | None, tuple[str, ...] | None]:
+    """top/rest with symlinks resolved; if no symlink was met on the way, its lstat and the
+    directories passed through. One lstat per segment below the root (already resolved), and
+    os.path.realpath only from the first symlink on: a request costs a few microseconds, not a
+    realpath of the whole path. A symlink loop is left for os.stat to report (ELOOP)."""
     path = top
     st = None
+    through: list[str] = []
     for i, segment in enumerate(rest):
+        if i:
+            through.append(path)
         path = os.path.join(path, segment)
         try:
             st = os.lstat(path)
@@ -122,8 +128,8 @@ def _resolve_below(top: str, rest: list[str]) -> tuple[str, os.stat_result | Non
         except OSError as e:
             raise Unservable(e.strerror or "cannot look it up") from None
         if stat.S_ISLNK(st.st_mode):
-            return os.path.realpath(os.path.join(path, *rest[i + 1:])), None
-    return path, st
+            return os.path.realpath(os.path.join(path, *rest[i + 1:])), None, None
+    return path, st, tuple(through)
 
 
 def _listing(directory: str) -> list[str]:

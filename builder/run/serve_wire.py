@@ -1,5 +1,6 @@
-"""One client connection of `netbuild serve`: reading request heads and sending answers, each
-bounded in time, so that no client can hold a thread for ever.
+"""One client connection of `netbuild serve` on a thread of its own (builder/run/serve_loop.py hands
+it over for a large file or a client that does not take an answer at once): reading request heads
+and sending answers, each bounded in time, so that no client can hold a thread for ever.
 
 - A request head must arrive whole within the idle timeout of the connection's opening or of the
   previous answer: an idle kept-alive connection is closed, and so is one that drips a head a byte
@@ -22,6 +23,7 @@ import os
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from builder.run.http_head import MAX_HEAD, BadRequest, end_of_head
@@ -46,6 +48,21 @@ class HeadTimeout(Exception):
     """Part of a request head came, then nothing more within the idle timeout."""
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one request gets: data (the head, and the body when it is in memory), then, for a
+    larger file, count bytes of the descriptor fd from offset (whoever sends it closes fd); and
+    the access-log line, written once it is sent."""
+
+    data: bytes
+    log: str
+    keep: bool  # the connection stays open for the next request
+    target: str  # printable: for the line about an answer that could not be sent
+    fd: int = -1
+    offset: int = 0
+    count: int = 0
+
+
 def _timeval(seconds: float) -> bytes:
     """A struct timeval for SO_RCVTIMEO/SO_SNDTIMEO; at least a millisecond, as 0 means none at all."""
     micro = max(1000, round(seconds * 1_000_000))
@@ -53,7 +70,7 @@ def _timeval(seconds: float) -> bytes:
 
 
 class Wire:
-    def __init__(self, sock: socket.socket, *, idle_s: float, send_s: float) -> None:
+    def __init__(self, sock: socket.socket, *, idle_s: float, send_s: float, received: bytes = b"") -> None:
         self.sock = sock
         self.idle_s = idle_s
         sock.settimeout(None)  # blocking: the kernel's timeouts below bound every wait
@@ -61,7 +78,7 @@ class Wire:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send_s))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(idle_s))
         self._read_timeout = idle_s
-        self._buffer = bytearray()
+        self._buffer = bytearray(received)  # what came before this Wire took the connection over
 
     def next_head(self) -> bytes | None:
         """The next request's head (without its blank line); None when the client closed the
@@ -109,6 +126,18 @@ class Wire:
     def _set_read_timeout(self, seconds: float) -> None:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
         self._read_timeout = seconds
+
+    def deliver(self, answer: Answer, sent: int = 0) -> None:
+        """The answer, but for its first `sent` bytes of data (gone already); closes its fd.
+        Raises Stalled or Truncated."""
+        try:
+            if answer.fd >= 0:
+                self.send_with_file(answer.data[sent:], answer.fd, answer.offset, answer.count)
+            elif sent < len(answer.data):
+                self.send(answer.data[sent:])
+        finally:
+            if answer.fd >= 0:
+                os.close(answer.fd)
 
     def send(self, data: bytes) -> None:
         try:

@@ -1,15 +1,15 @@
 """`netbuild serve` on several processes sharing one listening socket, as nginx's workers do.
 
-One Python process answers on one core at a time (the interpreter lock), however many threads it
-has: small answers to many machines at once are bound by it. So the command forks workers that
-accept from the same socket — each connection is answered, whole, by the process whose accept()
-got it; the kernel queues the rest. The listening socket is non-blocking: every process is woken
-for a new connection, and those that lose the race must go back to waiting, not block in
-accept().
+One Python process answers on one core at a time (the interpreter lock): small answers to many
+machines at once are bound by it. So the command forks workers that accept from the same socket —
+each connection is answered, whole, by the process whose accept() got it (in its event loop,
+builder/run/serve_loop.py); the kernel queues the rest. The listening socket is non-blocking:
+every process is woken for a new connection, and those that lose the race must go back to
+waiting, not block in accept().
 
 The parent serves too and owns the children: on its way out (SIGTERM, Ctrl-C) it stops them and
 waits for them. A child dies with its parent even if the parent is killed outright (SIGKILL):
-PR_SET_PDEATHSIG. The command writes each log line whole and flushes it (click.echo), and a line
+PR_SET_PDEATHSIG. The command writes each log line whole and flushes it (one write), and a line
 is shorter than PIPE_BUF (what it echoes is clipped), so the processes' lines do not mix, on a
 pipe or in a file.
 """
@@ -19,14 +19,18 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import socketserver
 import sys
 import traceback
+from typing import Protocol
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def serve_in_processes(httpd: socketserver.BaseServer, workers: int) -> None:
+class Serving(Protocol):
+    def serve_forever(self) -> None: ...
+
+
+def serve_in_processes(httpd: Serving, workers: int) -> None:
     """httpd.serve_forever() here and in workers - 1 forked processes, until this one is stopped."""
     children: list[int] = []
     try:
@@ -40,8 +44,7 @@ def serve_in_processes(httpd: socketserver.BaseServer, workers: int) -> None:
             os.waitpid(pid, 0)
 
 
-def _fork_workers(httpd: socketserver.BaseServer, count: int, children: list[int]) -> None:
-    httpd.socket.setblocking(False)  # type: ignore[attr-defined]
+def _fork_workers(httpd: Serving, count: int, children: list[int]) -> None:
     # What is buffered now would be written again by every child.
     sys.stdout.flush()
     sys.stderr.flush()
@@ -59,7 +62,7 @@ def _fork_workers(httpd: socketserver.BaseServer, count: int, children: list[int
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def _child(httpd: socketserver.BaseServer, parent: int, mask: set[int | signal.Signals]) -> None:
+def _child(httpd: Serving, parent: int, mask: set[int | signal.Signals]) -> None:
     """A worker's whole life; it never returns into the caller's code (which would, e.g., print
     the command's own closing line)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import pytest
@@ -226,16 +227,49 @@ def test_a_small_file_kept_in_memory_is_served_anew_once_changed(tmp_path: Path)
     script = tmp_path / "netboot.ipxe"
     script.write_bytes(b"#!ipxe\necho one\n")
     time.sleep(SETTLED_NS / 1e9 + 0.2)  # settled: the server keeps it in memory from its first answer
+    (tmp_path.parent / f"{tmp_path.name}-secret").write_bytes(b"outside\n")
     with netbuild_serve(str(tmp_path)) as server:
         conn = http.client.HTTPConnection(*_address(server), timeout=CLIENT_TIMEOUT_S)
-        assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho one\n")
+        for _ in range(3):  # from disk, from the file kept in memory, then the whole answer kept for that head
+            assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho one\n")
         conn.request("GET", "/netboot.ipxe", headers={"Range": "bytes=7-10"})  # cut from what is in memory
         response = conn.getresponse()
         assert (response.status, response.read()) == (206, b"echo")
         with open(script, "r+b") as f:  # in place: same inode, same size, same second
             f.write(b"#!ipxe\necho two\n")
         assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho two\n")
+        time.sleep(SETTLED_NS / 1e9 + 0.2)
+        for _ in range(3):
+            assert _get(server, "/netboot.ipxe", conn) == (200, b"#!ipxe\necho two\n")
+        script.unlink()  # swapped for a symlink out of the served directory: refused, kept or not
+        script.symlink_to(f"../{tmp_path.name}-secret")
+        assert _get(server, "/netboot.ipxe", conn)[0] == 403
         conn.close()
+
+
+def _read_answer(stream: BinaryIO) -> tuple[int, bytes]:
+    """One answer read off a connection as it comes (status, body), framed by its Content-Length."""
+    status_line = stream.readline()
+    fields = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), stream.read(int(fields["content-length"]))
+
+
+def test_pipelined_requests_are_answered_in_order(server: ServeProcess, tree: Path) -> None:
+    """Requests sent together, before any answer: small ones answered at once and a large one by
+    sendfile, each after the one before, on the one connection."""
+    initrd = (tree / "initrd").read_bytes()
+    with socket.create_connection(_address(server), timeout=CLIENT_TIMEOUT_S) as sock:
+        request = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(request % b"netboot.ipxe" + request % b"initrd" + request % b"netboot.ipxe" + request % b"nothing"
+                     + request % b"initrd" + b"GET /netboot.ipxe HTTP/1.1\r\nConnection: close\r\n\r\n")
+        with sock.makefile("rb") as stream:
+            answers = [_read_answer(stream) for _ in range(6)]
+            assert stream.read() == b""  # and closed, as the last one asked
+    assert answers == [(200, SCRIPT), (200, initrd), (200, SCRIPT), (404, b"404 Not Found: no such file\n"),
+                       (200, initrd), (200, SCRIPT)]
 
 
 def _children(pid: int, count: int) -> list[int]:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from builder.cli.netboot import serve_command
 from builder.run.http_head import MAX_HEAD, BadRequest, end_of_head, parse
 from builder.run.serve import IDLE_TIMEOUT_S, SEND_TIMEOUT_S
-from builder.run.serve_cache import MAX_ENTRIES, SETTLED_NS, SmallFiles
+from builder.run.serve_cache import MAX_ANSWER, MAX_ANSWERS, MAX_ENTRIES, SETTLED_NS, KeptAnswers, SmallFiles
 from builder.run.serve_tree import File, Listing, Missing, Refused, ServedTree, Unservable
 
 
@@ -96,6 +96,45 @@ def test_the_memory_is_bounded(tmp_path: Path) -> None:
         small.put(f"{f}{i}", st, b"x", "date")
     assert small.get(f"{f}0", st) is None and small.get(f"{f}{MAX_ENTRIES + 9}", st) is not None
     assert len(small._entries) == MAX_ENTRIES
+
+
+_ANSWER = (b"HTTP/1.1 200 OK\r\nServer: netbuild\r\nDate: Tue, 01 Dec 2026 19:23:13 GMT\r\nContent-Length: 7\r\n\r\n"
+           b"#!ipxe\n")
+
+
+def test_a_kept_answer_holds_while_its_file_and_the_way_to_it_are_unchanged(tmp_path: Path) -> None:
+    lab = tmp_path / "lab1"
+    lab.mkdir()
+    f = lab / "netboot.ipxe"
+    f.write_bytes(b"#!ipxe\n")
+    head = b"GET /lab1/netboot.ipxe HTTP/1.1\r\nHost: x"
+    answers = KeptAnswers()
+    answers.put(head, (str(lab),), str(f), os.lstat(f), _ANSWER, '"GET /lab1/netboot.ipxe" 200 7', True, "/x")
+    kept = answers.get(head)
+    assert kept is not None and kept.still_valid() and answers.get(head + b"\r\nRange: bytes=0-1") is None
+    assert kept.dated("Tue, 01 Dec 2026 19:23:13 GMT") == _ANSWER
+    assert kept.dated("Tue, 01 Dec 2026 19:23:14 GMT") == _ANSWER.replace(b":13 GMT", b":14 GMT")
+    os.utime(f)  # written to, touched, chmod-ed: its ctime moves
+    assert not kept.still_valid()
+    answers.put(head, (str(lab),), str(f), os.lstat(f), _ANSWER, "", True, "/x")
+    assert answers.get(head) is not kept and answers.get(head).still_valid()  # type: ignore[union-attr]
+    lab.rename(tmp_path / "old")  # a directory on the way swapped for a symlink (to the same file)
+    (tmp_path / "lab1").symlink_to("old")
+    assert not answers.get(head).still_valid()  # type: ignore[union-attr]
+    answers.forget(head)
+    assert answers.get(head) is None
+
+
+def test_kept_answers_are_bounded(tmp_path: Path) -> None:
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    answers = KeptAnswers()
+    answers.put(b"GET /big", (), str(f), os.lstat(f), _ANSWER + bytes(MAX_ANSWER), "", True, "/big")
+    assert answers.get(b"GET /big") is None  # too large to keep a copy of for every head asking
+    for i in range(MAX_ANSWERS + 10):
+        answers.put(b"GET /%d" % i, (), str(f), os.lstat(f), _ANSWER, "", True, "/")
+    assert answers.get(b"GET /0") is None and answers.get(b"GET /%d" % (MAX_ANSWERS + 9)) is not None
+    assert len(answers._entries) == MAX_ANSWERS
 
 
 def test_the_tree_refuses_what_is_no_regular_file(tmp_path: Path) -> None:
