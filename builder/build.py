@@ -166,6 +166,7 @@ def _write_all(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             boot_mib=memory.boot_mib,
+            layout=plan.recipe.layout,
         ),
     }
     for name, data in files.items():
@@ -176,6 +177,7 @@ def _write_all(
     uki = _write_uki(plan, staging, report, warnings) if plan.uki is not None else None
     artifacts = {name: file_digest(staging / name) for name in [BZIMAGE, *files]}
     artifacts[INITRD] = initrd_digest
+    artifacts.update(initrd.companions)  # what the layout wrote beside the initrd (vm-disk's store.img)
     if uki is not None:
         for name in (NETBOOT_EFI, NETBOOT_UKI_IPXE):
             artifacts[name] = file_digest(staging / name)

@@ -1,6 +1,7 @@
 """Initrd layouts: how the closure is laid out in the initrd (the recipe's `layout`).
 
-Each layout is an object of its module (initramfs.INITRAMFS, squashfs.SQUASHFS) doing four things:
+Each layout is an object of its module (initramfs.INITRAMFS, squashfs.SQUASHFS, vm.VM_9P, vm.VM_DISK)
+doing four things:
 
     prepare(plan) -> Prepared
         Everything that can be refused before a byte is written (missing BusyBox, modules built
@@ -47,6 +48,8 @@ def layout_for(name: str) -> Layout[Any]:
     """The layout a recipe names (the recipe loader has checked the name against recipe.LAYOUTS)."""
     from builder.layouts.initramfs import INITRAMFS
     from builder.layouts.squashfs import SQUASHFS
+    from builder.layouts.vm import VM_9P, VM_DISK
 
-    layouts: dict[str, Layout[Any]] = {INITRAMFS.name: INITRAMFS, SQUASHFS.name: SQUASHFS}
+    layouts: dict[str, Layout[Any]] = {INITRAMFS.name: INITRAMFS, SQUASHFS.name: SQUASHFS, VM_9P.name: VM_9P,
+                                       VM_DISK.name: VM_DISK}
     return layouts[name]
