@@ -44,6 +44,21 @@ class Layout(Protocol[Prepared]):
     def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int: ...
 
 
+def write_then_read_back(layout: Layout[Prepared], path: Path, plan: BootPlan, prepared: Prepared,
+                         report: Reporter) -> tuple[InitrdResult, Digest]:
+    """write_checked for a layout that records no digest as it writes (a stage 1 copied or compressed in
+    one stream, an image mksquashfs made): the initrd written whole, then read back whole, every member
+    decompressed and parsed again."""
+    from builder.checks.selfcheck import check_initrd
+    from builder.outcontract import file_digest
+
+    with open(path, "wb") as f:
+        initrd = layout.write(f, plan, prepared, report)
+    report.log("checking the initrd")
+    check_initrd(path, initrd.members)
+    return initrd, file_digest(path)
+
+
 def layout_for(name: str) -> Layout[Any]:
     """The layout a recipe names (the recipe loader has checked the name against recipe.LAYOUTS)."""
     from builder.layouts.initramfs import INITRAMFS

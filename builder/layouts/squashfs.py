@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.checks.selfcheck import check_initrd
 from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats import CHUNK, Buffer
@@ -35,8 +34,8 @@ from builder.formats.compress import Compression
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
 from builder.formats.initrd import Member
 from builder.formats.streams import open_compressor
-from builder.layouts import Layout
-from builder.outcontract import Digest, file_digest
+from builder.layouts import Layout, write_then_read_back
+from builder.outcontract import Digest
 from builder.plan import BootPlan
 from builder.progress import QUIET, Reporter
 from builder.run.memory import pages
@@ -296,11 +295,7 @@ class SquashfsLayout(Layout[Prepared]):
         """Written whole, then read back whole: every member decompressed and parsed again (no digest
         was recorded as they were made: a stage 1 copied or compressed in one stream, an image that
         mksquashfs made)."""
-        with open(path, "wb") as f:
-            initrd = self.write(f, plan, prepared, report)
-        report.log("checking the initrd")
-        check_initrd(path, initrd.members)
-        return initrd, file_digest(path)
+        return write_then_read_back(self, path, plan, prepared, report)
 
     def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int:
         """What the kernel unpacks into its tmpfs root: the stage 1's files and nix-store.squashfs, the

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.checks.selfcheck import check_initrd
 from builder.closure import REGISTRATION_FILE, VerifiedPath, store_read_error
 from builder.errors import NetbuildError
 from builder.formats.cpio import CpioWriter
 from builder.formats.nar import NarError, hash_path
-from builder.layouts import Layout
+from builder.layouts import Layout, write_then_read_back
 from builder.layouts.squashfs import BuiltinStage1, choose_stage1, write_member, write_stage1_members
 from builder.outcontract import STORE_IMG, Digest, file_digest
 from builder.plan import BootPlan
@@ -103,11 +102,7 @@ class VmLayout(Layout[Prepared]):
                       report: Reporter = QUIET) -> tuple[InitrdResult, Digest]:
         """Written, then read back whole (a few MiB: the stage 1 and the registration). store.img was
         checked as mksquashfs made it: every NAR hash verified on the way in (writers/squashfs.py)."""
-        with open(path, "wb") as f:
-            initrd = self.write(f, plan, prepared, report)
-        report.log("checking the initrd")
-        check_initrd(path, initrd.members)
-        return initrd, file_digest(path)
+        return write_then_read_back(self, path, plan, prepared, report)
 
     def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int:
         """The stage 1 alone is unpacked into RAM; the store stays on the host or the disk."""

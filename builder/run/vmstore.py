@@ -13,7 +13,9 @@ and the shares itself (builder/run/run-qemu-vm.sh): they are its environment's, 
 
 from __future__ import annotations
 
-from builder.outcontract import STORE_IMG
+from pathlib import Path
+
+from builder.outcontract import STORE_IMG, ManifestError, read_manifest
 
 STORE_TAG = "nix-store"  # qemu-vm.nix's mount tag for the host's store
 STORE_SERIAL = "netbuild-store"
@@ -30,3 +32,13 @@ def store_qemu_args(layout: str, out: str) -> list[str]:
         return ["-drive", f"file={out}/{STORE_IMG},if=none,id=store,format=raw,readonly=on",
                 "-device", f"virtio-blk-pci,drive=store,serial={STORE_SERIAL}"]
     return []
+
+
+def out_store_args(directory: Path) -> list[str]:
+    """What `netbuild boot` adds to boot an OUT of a VM layout (its manifest says which); nothing for
+    the others, or for a directory netbuild did not write."""
+    try:
+        layout = read_manifest(directory).layout
+    except ManifestError:
+        return []
+    return store_qemu_args(layout or "", str(directory).replace(",", ",,"))
