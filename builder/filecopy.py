@@ -1,5 +1,5 @@
-"""Byte ranges of files: copied between files inside the kernel (copy_range), or read in chunks
-(read_range).
+"""Byte ranges of files: copied between files inside the kernel (copy_range), read in chunks
+(read_range), or hashed (sha256_of, for the writers' read-back checks).
 
 shutil.copyfileobj copies whole files through a user-space buffer; the initrd is assembled from
 ranges of other files (cached segments, spooled ones), 300 MB of them for a large closure, so the
@@ -11,9 +11,11 @@ old kernel) or there is no file descriptor (a BytesIO in tests).
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from builder.formats import CHUNK
@@ -72,3 +74,14 @@ def _copy_by_reading(src: BinaryIO, src_offset: int, size: int, dest: BinaryIO) 
         dest.write(view[:got])
         copied += got
     return copied
+
+
+def sha256_of(source: Path | bytes) -> str:
+    """The hex sha256 of bytes or of a file's contents, read in CHUNKs."""
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    h = hashlib.sha256()
+    with open(source, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from builder.formats import CHUNK, Buffer
+from builder.formats.declared import DeclaredContents
 
 MAGIC = b"070701"
 # Bounds on what one archive may make a reader hold or do (a reader of an initrd it did not make):
@@ -76,9 +77,8 @@ class CpioWriter:
         self._next_inode = first_inode
         self._offset = 0  # bytes written so far: padding is relative to the archive start
         self._entries = 0
-        self._file_name: str | None = None
-        self._remaining = 0
-        self._file_size = 0
+        self._contents: DeclaredContents[str] = DeclaredContents(  # the open regular file, by name
+            lambda name: CpioError(f"{name or 'no open file'}: more data than the size in its header"))
         self._closed = False
 
     @property
@@ -120,8 +120,8 @@ class CpioWriter:
     def _check_ready(self, name: str) -> None:
         if self._closed:
             raise CpioError(f"{name}: entry after the trailer")
-        if self._file_name is not None:
-            raise CpioError(f"{name}: begun while {self._file_name} lacks {self._remaining} bytes of data")
+        if (open_file := self._contents.entry) is not None:
+            raise CpioError(f"{name}: begun while {open_file} lacks {self._contents.remaining} bytes of data")
 
     def directory(self, name: str, mode: int) -> None:
         raw = self._begin(name)
@@ -138,22 +138,15 @@ class CpioWriter:
         self._write(self._header(name, raw, stat.S_IFREG | mode, size))
         self._entries += 1
         if size:
-            self._file_name, self._remaining, self._file_size = name, size, size
+            self._contents.open(name, size)
 
     def data(self, chunk: Buffer) -> None:
         if not chunk:
             return
-        if self._file_name is None or len(chunk) > self._remaining:
-            where = self._file_name or "no open file"
-            raise CpioError(f"{where}: more data than the size in its header")
-        self._remaining -= len(chunk)
-        if self._remaining:
-            self._write(chunk)
-            return
-        self._file_name = None
+        completed = self._contents.take(len(chunk))
         self._write(chunk)
         # Data starts 4-aligned, so padding its length pads the offset.
-        if padding := _pad4(self._file_size):
+        if completed is not None and (padding := _pad4(self._contents.size)):
             self._write(padding)
 
     def file(self, name: str, mode: int, content: bytes) -> None:

@@ -15,13 +15,13 @@ import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.errors import NetbuildError
+from builder.formats import CHUNK
 
 SECTOR = 2048  # an ISO 9660 logical block, the unit of El Torito's LBAs
 _DESCRIPTOR_MAGIC_AT = 16 * SECTOR + 1  # "CD001" in the first volume descriptor
 PLATFORMS = {0x00: "BIOS", 0x01: "PowerPC", 0x02: "Mac", 0xEF: "UEFI"}
 EMULATIONS = {0: "no emulation", 1: "1.2M floppy", 2: "1.44M floppy", 3: "2.88M floppy", 4: "hard disk"}
 _BOOTABLE = 0x88
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def file_sha256(image: Path, f: IsoFile) -> str:
     with open(image, "rb") as src:
         src.seek(f.offset)
         while left:
-            chunk = src.read(min(left, _CHUNK))
+            chunk = src.read(min(left, CHUNK))
             if not chunk:
                 raise NetbuildError(f"{image}: ends inside {f.path}")
             h.update(chunk)

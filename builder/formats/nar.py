@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.formats import CHUNK, Buffer
+from builder.formats.declared import DeclaredContents
 
 NAR_MAGIC = b"nix-archive-1"
 # The modes a store path's entries have in the store, and so in every image netbuild makes of it: a
@@ -129,14 +130,14 @@ class NarEncoder:
         self._finished = False
         self._root_done = False  # a non-directory root admits no further nodes
         self._directories: list[_OpenDirectory] = []
-        self._file: Node | None = None
-        self._remaining = 0
+        self._contents: DeclaredContents[Node] = DeclaredContents(  # the open regular file
+            lambda node: NarError(f"{node.path if node else 'no open file'}: more contents than the file's size"))
 
     def node(self, node: Node) -> None:
         if self._finished:
             raise NarError(f"{node.path}: node after finish()")
-        if self._file is not None:
-            raise NarError(f"{node.path}: node begun while {self._file.path} lacks {self._remaining} bytes")
+        if (open_file := self._contents.entry) is not None:
+            raise NarError(f"{node.path}: node begun while {open_file.path} lacks {self._contents.remaining} bytes")
         out = bytearray()
         if not self._started:
             if node.relpath:
@@ -155,7 +156,7 @@ class NarEncoder:
             out += _REGULAR + (_EXECUTABLE if node.executable else b"") + _CONTENTS
             out += struct.pack("<Q", node.size)
             if node.size:
-                self._file, self._remaining = node, node.size
+                self._contents.open(node, node.size)
             else:
                 out += self._close_leaf(node)
         self._write(bytes(out))
@@ -193,21 +194,14 @@ class NarEncoder:
     def data(self, chunk: Buffer) -> None:
         if not chunk:
             return
-        node = self._file
-        if node is None or len(chunk) > self._remaining:
-            where = node.path if node is not None else "no open file"
-            raise NarError(f"{where}: more contents than the file's size")
-        self._remaining -= len(chunk)
-        if self._remaining:
-            self._write(chunk)
-            return
-        self._file = None
+        completed = self._contents.take(len(chunk))
         self._write(chunk)
-        self._write(_padding(node.size) + self._close_leaf(node))
+        if completed is not None:
+            self._write(_padding(completed.size) + self._close_leaf(completed))
 
     def finish(self) -> None:
-        if self._file is not None:
-            raise NarError(f"{self._file.path}: {self._remaining} bytes of contents missing at finish()")
+        if (open_file := self._contents.entry) is not None:
+            raise NarError(f"{open_file.path}: {self._contents.remaining} bytes of contents missing at finish()")
         if not self._started:
             raise NarError("finish() before any node: a NAR needs a root")
         if self._finished:

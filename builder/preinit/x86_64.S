@@ -17,6 +17,18 @@
 # compares) and appends the default init's path, NUL-terminated, at default_init.
 
         .intel_syntax noprefix
+
+# mount(source, target, NULL, flags, NULL): a bind or a move, which take no type and no data.
+        .macro  remount source, target, flags
+        lea     rdi, [rip + \source]
+        lea     rsi, [rip + \target]
+        xor     edx, edx
+        mov     r10d, \flags
+        xor     r8d, r8d
+        mov     eax, 165
+        syscall
+        .endm
+
         .text
         .globl _start
 _start:
@@ -100,25 +112,13 @@ unmount:
         syscall
 
 bind:
-        lea     rdi, [rip + root]               # mount("/", "/run", NULL, MS_BIND, NULL)
-        lea     rsi, [rip + run]
-        xor     edx, edx
-        mov     r10d, 0x1000
-        xor     r8d, r8d
-        mov     eax, 165
-        syscall
+        remount root, run, 0x1000               # mount("/", "/run", NULL, MS_BIND, NULL)
         test    eax, eax
         jnz     exec
         lea     rdi, [rip + run]                # chdir("/run")
         mov     eax, 80
         syscall
-        lea     rdi, [rip + dot]                # mount(".", "/", NULL, MS_MOVE, NULL)
-        lea     rsi, [rip + root]
-        xor     edx, edx
-        mov     r10d, 0x2000
-        xor     r8d, r8d
-        mov     eax, 165
-        syscall
+        remount dot, root, 0x2000               # mount(".", "/", NULL, MS_MOVE, NULL)
         lea     rdi, [rip + dot]                # chroot(".")
         mov     eax, 161
         syscall

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import NetbuildError
+from builder.filecopy import sha256_of
+from builder.formats import CHUNK
 
 # 1980-01-01T00:00:00Z: the first moment a FAT directory entry can record (the store's mtime 1
 # cannot be written there); ISO images use it too, so that the two file systems agree.
 FAT_EPOCH = 315532800
 _MIB = 1 << 20
-_CHUNK = 1 << 20
 TOOLS = {"mkfs.fat": "dosfstools", "mcopy": "mtools", "mmd": "mtools", "mdir": "mtools"}
 
 
@@ -96,19 +97,11 @@ def make_fat_image(dest: Path, files: Sequence[FatFile], *, volume_id: int, labe
         else:
             _run(["mcopy", "-i", image, str(f.source), f"::/{f.path}"], what)
     for f in files:
-        if fat_file_sha256(dest, 0, f.path) != _digest(f.source):
+        if fat_file_sha256(dest, 0, f.path) != sha256_of(f.source):
             raise NetbuildError(f"self-check: {what}: {f.path} reads back different from what was copied in")
     return size
 
 
-def _digest(source: Path | bytes) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _drive(image: Path, offset: int) -> str:
@@ -121,7 +114,7 @@ def fat_file_sha256(image: Path, offset: int, path: str) -> str:
     command = ["mcopy", "-i", _drive(image, offset), f"::/{path}", "-"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
     assert proc.stdout is not None
-    while chunk := proc.stdout.read(_CHUNK):
+    while chunk := proc.stdout.read(CHUNK):
         h.update(chunk)
     errors = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
     if proc.wait() != 0:

@@ -51,6 +51,7 @@ from pycdlib.isohybrid import GPT, IsoHybrid
 from pycdlib.pycdlibexception import PyCdlibException
 
 from builder.errors import NetbuildError
+from builder.filecopy import sha256_of
 from builder.formats.iso import SECTOR, IsoFile, IsoListing, file_sha256, read_file, read_iso
 from builder.writers.fatimage import FAT_EPOCH, FatFile, image_size, make_fat_image
 from builder.writers.uki import Stub, write_uki
@@ -116,14 +117,6 @@ def disc_file(path: str, source: Path | bytes, sha256: str | None = None) -> Dis
     return DiscFile(path, source, sha256 if sha256 is not None else sha256_of(source))
 
 
-def sha256_of(source: Path | bytes) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -265,6 +258,8 @@ def fixed_clock(seconds: int) -> Iterator[None]:
         strftime=time.strftime, strptime=time.strptime, struct_time=time.struct_time,
     )
     saved = [module.time for module in _PYCDLIB_MODULES]
+    # The ignores: mypy types each module's `time` as the time module, and the stand-in is not one;
+    # it has every function pycdlib calls there, which is what the tests of the ISO's dates check.
     try:
         for module in _PYCDLIB_MODULES:
             module.time = clock  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from builder.closure import Closure, StoreFS
 from builder.errors import NetbuildError
-from builder.filecopy import read_range
+from builder.filecopy import read_range, sha256_of
 from builder.formats import CHUNK
 from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections, read_sections, size_of_image
 from builder.outcontract import NETBOOT_EFI
@@ -123,14 +123,6 @@ def write_uki(dest: Path, *, stub: Stub, kernel: Path, initrd: Path, cmdline: st
     return UkiResult(sections=placed, stub=stub)
 
 
-def _digest(source: bytes | Path) -> str:
-    if isinstance(source, bytes):
-        return hashlib.sha256(source).hexdigest()
-    h = hashlib.sha256()
-    with open(source, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def section_digest(path: Path, offset: int, size: int) -> str:
@@ -164,7 +156,7 @@ def check_uki(path: Path, sources: list[tuple[str, bytes | Path]],
         where = expected.get(name)
         if where is not None and (found.offset, found.virtual_address) != (where.offset, where.virtual_address):
             raise NetbuildError(f"self-check: {path.name}: section {name} is not where it was written")
-        if section_digest(path, found.offset, _size(source)) != _digest(source):
+        if section_digest(path, found.offset, _size(source)) != sha256_of(source):
             raise NetbuildError(f"self-check: {path.name}: section {name} differs from {_what(source)}")
     if placed is not None and os.stat(path).st_size != max(s.offset + s.raw_size for s in placed):
         raise NetbuildError(f"self-check: {path.name}: bytes after the last section")

@@ -57,3 +57,18 @@ def test_iso_is_a_command_that_needs_out_or_a_chain_url(tmp_path: Path) -> None:
         proc = netbuild("iso", *args, "-o", str(tmp_path / "x.iso"))
         assert (proc.returncode, proc.stderr) == (1, message)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_build_option_is_a_field_of_options_and_every_field_an_option() -> None:
+    """`netbuild build` passes its options to builder.plan.Options by name: an option without a field
+    would fail every build, a field without an option could never be chosen."""
+    import dataclasses
+
+    from builder.cli.build import build_command
+    from builder.plan import Options
+
+    cli_only = {"closure", "out", "recipe", "quiet", "no_cache"}  # handled by the command itself
+    internal = {"read_bootspec"}  # set only by a test, never by a user
+    parameters = {p.name for p in build_command.params} - cli_only
+    assert parameters == {f.name for f in dataclasses.fields(Options)} - internal
+
