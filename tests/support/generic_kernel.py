@@ -11,6 +11,7 @@ never written down here. An flock serialises sessions that would fetch it at the
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import shutil
 import subprocess
@@ -75,7 +76,11 @@ def generic_kernel() -> GenericKernel:
                 (staging / "lib").mkdir(exist_ok=True)
                 usr_lib.rename(staging / "lib" / "modules")
             # depmod's indexes (modules.dep, modules.alias, …) are made by the package's postinst,
-            # which an unpacked package never runs.
+            # which an unpacked package never runs. depmod -b looks under BASE/lib/modules (kmod's
+            # default, Debian 12 and 13) or BASE/usr/lib/modules (a kmod built for /usr): both lead here.
+            (staging / "usr" / "lib").mkdir(parents=True, exist_ok=True)
+            if not os.path.lexists(staging / "usr" / "lib" / "modules"):
+                (staging / "usr" / "lib" / "modules").symlink_to("../../lib/modules")
             release = package.removeprefix("linux-image-")
             subprocess.run(["depmod", "-b", str(staging), release], check=True)
             shutil.rmtree(root, ignore_errors=True)
