@@ -122,6 +122,22 @@ def test_vm_9p_initrd_is_a_stage1_and_the_registration(out_9p: Path, system_9p: 
     assert params == [f"init={system_9p.root}/init", *(Path(system_9p.root) / "kernel-params").read_text().split()]
 
 
+def test_vm_9p_copies_the_toplevels_own_stage1_and_adds_the_registration(
+    kernel_image: Path, run_netbuild: RunNetbuild, tmp_path: Path
+) -> None:
+    """stage1 = "auto": a toplevel with an `initrd` (a NixOS system built for qemu-vm.nix mounts the tag
+    nix-store itself) gets it byte for byte, then the registration's archive."""
+    own = system_variant(kernel_image, tmp_path / "own", withStage1=True)
+    out = tmp_path / "out"
+    run_netbuild(str(own.closure_json), "-o", str(out), "--recipe", "vm-9p")
+    stage1 = (Path(own.root) / "initrd").read_bytes()
+    initrd = (out / "initrd").read_bytes()
+    assert initrd[: len(stage1)] == stage1
+    names = initrd_entry_names(out)
+    assert names["registration"] == ["nix-path-registration"]
+    assert not [n for entries in names.values() for n in entries if n.startswith("nix/store")]
+
+
 def test_vm_9p_boots_the_hosts_store_through_run_qemu(out_9p: Path, system_9p: FixtureClosure) -> None:
     run = run_qemu(out_9p)
     assert run.line("NETBUILD-VM-LOWER") == "9p"
