@@ -27,13 +27,21 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # nginx, wrk: `make bench` serves the built OUT with nginx and with `netbuild serve`, loaded by wrk
 #   (tests/bench_serve.py starts nginx with a configuration of its own; Debian's package also
 #   enables a default site on port 80 where services are started on install)
+# qemu-system-arm, qemu-efi-aarch64, u-boot-qemu: the arm64 boot tests (qemu-system-aarch64 -M virt;
+#   AAVMF, its UEFI firmware, for HTTP Boot of the arm64 UKI; U-Boot's qemu_arm64 build, -bios)
+# u-boot-tools: mkimage, the reference boot.scr.uimg is compared with (netbuild writes its own)
+# binutils-aarch64-linux-gnu: aarch64-linux-gnu-as, which tests/unit/test_preinit.py assembles
+#   builder/preinit/aarch64.S with
+# (Debian's arm64 kernel, busybox-static and systemd-boot-efi are not installed: the tests fetch
+#   them with apt-get download, tests/support/arm64.py)
 # The names are the same on Debian 12 and 13: libarchive-c's shared library comes with
 # libarchive-tools, which depends on it under either name (libarchive13, libarchive13t64).
 APT_PACKAGES := qemu-system-x86 ipxe-qemu ipxe ovmf linux-image-cloud-amd64 busybox-static squashfs-tools \
 	nix-bin cpio zstd xz-utils gzip libarchive-tools jq \
 	lz4 lzop bzip2 patchelf binutils chromium kmod file python3 python3-venv \
 	systemd-boot-efi osslsigncode sbsigntool openssl \
-	isolinux syslinux-common mtools dosfstools xorriso nginx wrk
+	isolinux syslinux-common mtools dosfstools xorriso nginx wrk \
+	qemu-system-arm qemu-efi-aarch64 u-boot-qemu u-boot-tools binutils-aarch64-linux-gnu
 # qemu-utils: qemu-img, with which run-qemu creates NIX_DISK_IMAGE (the VM layouts' persistence disk,
 #   a qcow2 image; the guest formats it with BusyBox's mke2fs) and the tests read it back
 APT_PACKAGES += qemu-utils
@@ -63,8 +71,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# PYTEST_ARGS: a part of the suite, e.g. `make test PYTEST_ARGS=tests/unit` (also through
+# `tests/other-release.sh test PYTEST_ARGS=…`, on the other release).
+PYTEST_ARGS ?=
+
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # The fast lane: every test that needs neither QEMU nor Nix (well under a minute).
 check: install lint

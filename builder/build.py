@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,12 +14,15 @@ from builder.closure import Closure
 from builder.errors import NetbuildError
 from builder.layouts import Layout, layout_for
 from builder.outcontract import (
-    BZIMAGE,
+    BOOT_SCR,
+    DEVICETREE,
+    DIRECTORY_MODE,
     INITRD,
     KERNEL_PARAMS,
     MANIFEST,
     NETBOOT_EFI,
     NETBOOT_UKI_IPXE,
+    PXELINUX_CFG,
     REGISTRATION,
     RUN_QEMU,
     SHA256SUMS,
@@ -28,6 +30,7 @@ from builder.outcontract import (
     TOTAL_NAR_SIZE,
     Digest,
     file_digest,
+    kernel_artifact,
     manifest,
     mode_of,
     sections,
@@ -42,7 +45,9 @@ from builder.writers import menu, params, runqemu
 from builder.writers import registration as reg
 from builder.writers.ipxe import uki_script
 from builder.writers.members import InitrdResult
+from builder.writers.pxelinux import pxelinux_config
 from builder.writers.signing import sign
+from builder.writers.uboot_script import boot_script_image
 from builder.writers.uki import UkiResult, os_release, write_uki
 
 
@@ -113,10 +118,11 @@ UKI_WARN_BYTES = 1 << 30  # firmware loads a UKI into one allocation; many machi
 
 
 def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[str]) -> UkiResult:
-    """netboot.efi from the bzImage and initrd just written (and checked), signed if asked, and
+    """netboot.efi from the kernel and initrd just written (and checked), signed if asked, and
     netboot-uki.ipxe beside it."""
     assert plan.uki is not None
-    size = (staging / BZIMAGE).stat().st_size + (staging / INITRD).stat().st_size
+    kernel = staging / kernel_artifact(plan.kernel.header.arch)
+    size = kernel.stat().st_size + (staging / INITRD).stat().st_size
     if size > UKI_WARN_BYTES:
         warning = (f"{NETBOOT_EFI} is {size / (1 << 30):.1f} GiB: UEFI firmware loads it whole into one "
                    "allocation, and many machines fail past 1-2 GiB; iPXE (netboot.ipxe) or the squashfs layout "
@@ -124,7 +130,7 @@ def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[s
         warnings.append(warning)
         report.warn(warning)
     report.log(f"writing {NETBOOT_EFI} (systemd-stub from {plan.uki.stub.origin})")
-    result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=staging / BZIMAGE,
+    result = write_uki(staging / NETBOOT_EFI, stub=plan.uki.stub, kernel=kernel,
                        initrd=staging / INITRD, cmdline=plan.cmdline,
                        osrel=os_release(plan.toplevel, plan.menu.title if plan.menu else _label(plan)),
                        uname=plan.kernel.header.release)
@@ -135,6 +141,18 @@ def _write_uki(plan: BootPlan, staging: Path, report: Reporter, warnings: list[s
         cmdline=plan.cmdline, base_url=plan.base_url, toplevel=plan.toplevel,
         description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}"))
     return result
+
+
+def _uboot_files(plan: BootPlan, kernel: str) -> dict[str, bytes]:
+    """pxelinux.cfg/default and boot.scr.uimg, which boot OUT from U-Boot over TFTP."""
+    description = f"netbuild {netbuild_version()} — recipe {plan.recipe.name}"
+    label = plan.menu.title if plan.menu else _label(plan)
+    return {
+        PXELINUX_CFG: pxelinux_config(kernel=kernel, initrd=INITRD, cmdline=plan.cmdline,
+                                      fdt=DEVICETREE if plan.dtb is not None else None, label=label,
+                                      description=description),
+        BOOT_SCR: boot_script_image(arch=plan.kernel.arch, toplevel=plan.toplevel, description=description),
+    }
 
 
 def _label(plan: BootPlan) -> str:
@@ -148,7 +166,8 @@ def _write_all(
     for warning in check_initrd_size(plan, (staging / INITRD).stat().st_size):
         warnings.append(warning)
         report.warn(warning)
-    shutil.copyfile(plan.kernel.file, staging / BZIMAGE)
+    kernel = kernel_artifact(plan.kernel.header.arch)  # bzImage, or an arm64 Image
+    plan.kernel.copy_to(staging / kernel)
     memory = BootMemory(plan.kernel.header.init_size, initrd_digest[0], layout.rootfs_bytes(plan, initrd))
     files = {
         REGISTRATION: initrd.registration,  # the bytes the initrd holds, made once
@@ -167,15 +186,21 @@ def _write_all(
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             boot_mib=memory.boot_mib,
             layout=plan.recipe.layout,
+            arch=plan.kernel.arch,
         ),
     }
+    if plan.kernel.arch.uboot_files:
+        files.update(_uboot_files(plan, kernel))
+    if plan.dtb is not None:
+        files[DEVICETREE] = plan.dtb.file.read_bytes()
     for name, data in files.items():
+        (staging / name).parent.mkdir(exist_ok=True)  # pxelinux.cfg/
         (staging / name).write_bytes(data)
 
     report.log("checking what was written")
-    check_kernel(staging / BZIMAGE)
+    check_kernel(staging / kernel)
     uki = _write_uki(plan, staging, report, warnings) if plan.uki is not None else None
-    artifacts = {name: file_digest(staging / name) for name in [BZIMAGE, *files]}
+    artifacts = {name: file_digest(staging / name) for name in [kernel, *files]}
     artifacts[INITRD] = initrd_digest
     artifacts.update(initrd.companions)  # what the layout wrote beside the initrd (vm-disk's store.img)
     if uki is not None:
@@ -183,7 +208,7 @@ def _write_all(
             artifacts[name] = file_digest(staging / name)
     manifest_bytes = manifest(
         version=netbuild_version(),
-        sections=sections(plan, initrd, memory, uki, kernel_sha256=artifacts[BZIMAGE][1]),
+        sections=sections(plan, initrd, memory, uki, kernel_sha256=artifacts[kernel][1]),
         closure=initrd.verified,
         artifacts=artifacts,
         warnings=warnings,
@@ -191,6 +216,11 @@ def _write_all(
     (staging / MANIFEST).write_bytes(manifest_bytes)
     artifacts[MANIFEST] = file_digest(staging / MANIFEST)
     (staging / SHA256SUMS).write_bytes(sha256sums(artifacts))
-    for path in staging.iterdir():
-        path.chmod(mode_of(path.name))  # independent of the umask: outcontract.MODES
+    for path in staging.iterdir():  # independent of the umask: outcontract.MODES
+        if path.is_dir():
+            path.chmod(DIRECTORY_MODE)
+            for inner in path.iterdir():
+                inner.chmod(mode_of(f"{path.name}/{inner.name}"))
+        else:
+            path.chmod(mode_of(path.name))
     return initrd, artifacts, memory

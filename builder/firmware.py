@@ -1,5 +1,6 @@
 """Where this machine keeps the firmware and boot programs netbuild starts or puts on media: OVMF
-(and Debian's Secure Boot test build of it), iPXE for BIOS and for UEFI. Debian/Ubuntu's paths
+(and Debian's Secure Boot test build of it), iPXE for BIOS and for UEFI; for arm64, AAVMF (edk2
+for QEMU's virt machine) and U-Boot's qemu_arm64 build. Debian/Ubuntu's paths
 first, then other distributions'. One place, so that `netbuild boot` and `netbuild iso` look in
 the same ones.
 """
@@ -17,6 +18,14 @@ OVMF_CANDIDATES = (
     (Path("/usr/share/edk2/ovmf/OVMF_CODE.fd"), Path("/usr/share/edk2/ovmf/OVMF_VARS.fd")),
     (Path("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd"), Path("/usr/share/edk2-ovmf/x64/OVMF_VARS.fd")),
 )
+# AAVMF, edk2 for arm64's virt machine (Debian: qemu-efi-aarch64; Fedora: edk2-aarch64): both
+# files padded to the 64 MiB of virt's flash banks.
+AAVMF_CANDIDATES = (
+    (Path("/usr/share/AAVMF/AAVMF_CODE.fd"), Path("/usr/share/AAVMF/AAVMF_VARS.fd")),
+    (Path("/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw"), Path("/usr/share/edk2/aarch64/vars-template-pflash.raw")),
+)
+# U-Boot built for QEMU's arm64 virt machine, started with -bios (Debian: u-boot-qemu).
+UBOOT_CANDIDATES = (Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"), Path("/usr/share/u-boot/qemu_arm64/u-boot.bin"))
 # Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
 # trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
 SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))
@@ -36,12 +45,24 @@ def first_present(candidates: tuple[Path, ...]) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def find_ovmf() -> tuple[Path, Path]:
-    for code, variables in OVMF_CANDIDATES:
+def _first_firmware(candidates: tuple[tuple[Path, Path], ...], what: str, install: str) -> tuple[Path, Path]:
+    """The first (code, variables template) pair present, else an error saying what to install."""
+    for code, variables in candidates:
         if code.is_file() and variables.is_file():
             return code, variables
-    raise NetbuildError(f"UEFI firmware not found (looked for {OVMF_CANDIDATES[0][0]} and others); "
-                        "install OVMF (Debian: ovmf)")
+    raise NetbuildError(f"{what} not found (looked for {candidates[0][0]} and others); install {install}")
+
+
+def find_ovmf() -> tuple[Path, Path]:
+    return _first_firmware(OVMF_CANDIDATES, "UEFI firmware", "OVMF (Debian: ovmf)")
+
+
+def find_aavmf() -> tuple[Path, Path]:
+    return _first_firmware(AAVMF_CANDIDATES, "arm64 UEFI firmware", "AAVMF (Debian: qemu-efi-aarch64)")
+
+
+def find_uboot() -> Path:
+    return _first_program(UBOOT_CANDIDATES, "U-Boot for QEMU's arm64 machine", "install it (Debian: u-boot-qemu)")
 
 
 def find_secure_boot_ovmf() -> tuple[Path, Path]:
@@ -51,8 +72,12 @@ def find_secure_boot_ovmf() -> tuple[Path, Path]:
 
 
 def find_ipxe_snp_efi() -> Path:
-    found = first_present(IPXE_SNP_EFI_CANDIDATES)
+    return _first_program(IPXE_SNP_EFI_CANDIDATES, "iPXE for UEFI", "a UEFI network boot starts it from the firmware; "
+                          "install iPXE (Debian: ipxe) or pass --ipxe-efi", separator=":")
+
+
+def _first_program(candidates: tuple[Path, ...], what: str, advice: str, *, separator: str = ";") -> Path:
+    found = first_present(candidates)
     if found is None:
-        raise NetbuildError(f"iPXE for UEFI not found (looked for {IPXE_SNP_EFI_CANDIDATES[0]} and others): a UEFI "
-                            "network boot starts it from the firmware; install iPXE (Debian: ipxe) or pass --ipxe-efi")
+        raise NetbuildError(f"{what} not found (looked for {candidates[0]} and others){separator} {advice}")
     return found

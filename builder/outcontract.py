@@ -2,7 +2,11 @@
 and manifest.json and SHA256SUMS, written and read back. No other module spells an artifact's
 name or parses manifest.json.
 
-    bzImage, initrd, kernel-params      the kernel, the initrd, its command line
+    bzImage, initrd, kernel-params      the kernel (x86), the initrd, its command line
+    Image                               the kernel, on arm64 (nixpkgs' name), instead of bzImage
+    pxelinux.cfg/default                PXELINUX's configuration: U-Boot's `pxe` (and PXELINUX) boot from it
+    boot.scr.uimg                       the U-Boot script image that runs `pxe get` and `pxe boot`
+    devicetree.dtb                      --dtb's device tree (arm64), for U-Boot to hand the kernel
     netboot.ipxe                        the iPXE script; with a menu, also netboot-<entry>.ipxe
     netboot.efi, netboot-uki.ipxe       the unified kernel image (--uki), and iPXE's script chaining it
     run-qemu                            boots OUT in QEMU: the one program (0755)
@@ -36,7 +40,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -55,6 +59,12 @@ if TYPE_CHECKING:  # what the manifest is written from; none of it is needed to 
 # --- the names ------------------------------------------------------------------------------
 
 BZIMAGE = "bzImage"
+IMAGE = "Image"  # an arm64 kernel Image, nixpkgs' name for it
+KERNELS = {"x86_64": BZIMAGE, "aarch64": IMAGE}  # builder/arch.py's name → OUT's kernel
+PXELINUX_DIR = "pxelinux.cfg"
+PXELINUX_CFG = f"{PXELINUX_DIR}/default"  # the one artifact in a directory: where PXELINUX and U-Boot look
+DEVICETREE = "devicetree.dtb"  # --dtb's device tree, which pxelinux.cfg/default's FDT line names
+BOOT_SCR = "boot.scr.uimg"  # the name U-Boot's distro boot fetches over TFTP (builder/writers/uboot_script.py)
 INITRD = "initrd"
 KERNEL_PARAMS = "kernel-params"
 NETBOOT_IPXE = "netboot.ipxe"
@@ -70,6 +80,16 @@ MENU_IPXE = "menu.ipxe"
 STORE_IMG = "store.img"  # the vm-disk layout's squashfs image of the closure, beside the initrd
 
 
+def kernel_artifact(arch: str) -> str:
+    """OUT's kernel file for an architecture (builder/arch.py's name)."""
+    return KERNELS[arch]
+
+
+def kernel_in(names: Container[str]) -> str | None:
+    """The kernel among an OUT's file names (a set, a manifest's artifacts), None if it has none."""
+    return next((name for name in KERNELS.values() if name in names), None)
+
+
 def entry_script(name: str) -> str:
     """The script of one entry of netboot.ipxe's menu, beside it."""
     return f"netboot-{name}.ipxe"
@@ -81,12 +101,16 @@ ARTIFACT_MODE = 0o644  # independent of the umask: OUT is served to other machin
 PROGRAM_MODE = 0o755
 # Name → mode, for the files of a fixed name; netboot-<entry>.ipxe are ARTIFACT_MODE too.
 MODES: Mapping[str, int] = {
-    BZIMAGE: ARTIFACT_MODE, INITRD: ARTIFACT_MODE, KERNEL_PARAMS: ARTIFACT_MODE, NETBOOT_IPXE: ARTIFACT_MODE,
+    BZIMAGE: ARTIFACT_MODE, IMAGE: ARTIFACT_MODE, PXELINUX_CFG: ARTIFACT_MODE, BOOT_SCR: ARTIFACT_MODE,
+    DEVICETREE: ARTIFACT_MODE,
+    INITRD: ARTIFACT_MODE, KERNEL_PARAMS: ARTIFACT_MODE, NETBOOT_IPXE: ARTIFACT_MODE,
     NETBOOT_EFI: ARTIFACT_MODE, NETBOOT_UKI_IPXE: ARTIFACT_MODE, RUN_QEMU: PROGRAM_MODE,
     REGISTRATION: ARTIFACT_MODE, STORE_PATHS: ARTIFACT_MODE,
     TOTAL_NAR_SIZE: ARTIFACT_MODE, MANIFEST: ARTIFACT_MODE, SHA256SUMS: ARTIFACT_MODE, MENU_IPXE: ARTIFACT_MODE,
     STORE_IMG: ARTIFACT_MODE,
 }
+DIRECTORY_MODE = 0o755  # OUT's one directory, pxelinux.cfg
+NESTED = frozenset({PXELINUX_CFG})  # the artifacts in a directory of OUT: their names have one '/'
 # The files that are text without a suffix saying so (what `netbuild serve` answers as text/plain).
 TEXT_FILES = frozenset({KERNEL_PARAMS, REGISTRATION, STORE_PATHS, TOTAL_NAR_SIZE, SHA256SUMS})
 
@@ -198,7 +222,7 @@ def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, uki: UkiR
         "kernel": {
             "origin": kernel.origin,
             "version": kernel.header.version,
-            "bootProtocol": "{}.{:02d}".format(*kernel.header.protocol),
+            **kernel.header.manifest_fields(),
             "sha256": kernel_sha256,
         },
         "init": plan.init,
@@ -209,6 +233,8 @@ def sections(plan: BootPlan, initrd: InitrdResult, memory: BootMemory, uki: UkiR
         "cmdline": plan.cmdline,
         "baseUrl": plan.base_url,
     }
+    if plan.dtb is not None:  # only with --dtb: other manifests stay as they were
+        settings["dtb"] = {"name": plan.dtb.name, "origin": plan.dtb.origin}
     # Only with a boot.json, so that an OUT built from the toplevel's symlinks is as it always was.
     if plan.bootspec is not None:
         inputs["bootspec"] = _bootspec(plan.bootspec)
@@ -410,7 +436,7 @@ def read_sums(out: Path) -> dict[str, str]:
     listed: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         digest, sep, name = line.partition("  ")
-        if not sep or len(digest) != 64 or "/" in name:
+        if not sep or len(digest) != 64 or ("/" in name and name not in NESTED):
             raise NetbuildError(f"{path}: line {number} is not '<sha256>  <name>': {line!r}")
         listed[name] = digest
     return listed

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.arch import Arch, by_name
 from builder.bootspec import BOOT_JSON, BootEntry, Bootspec, parse_bootspec
 from builder.cache import DEFAULT_MAX_BYTES
 from builder.closure import STORE_DIR, Closure, StoreFS, owner
+from builder.dtb import DeviceTree, find_dtb
 from builder.errors import NetbuildError
-from builder.formats.bzimage import BzImageError, BzImageHeader, read_header_file
 from builder.formats.compress import Compression
+from builder.formats.kernel import KernelHeader, KernelImageError, read_kernel
 from builder.outcontract import INITRD
 from builder.recipe import Recipe
 from builder.writers.menu import ENTRY_NAME, MAIN_ENTRY
@@ -60,13 +63,29 @@ class Options:
     sign_key: Path | None = None  # Secure Boot: sign netboot.efi with this key (PEM) …
     sign_cert: Path | None = None  # … and this certificate (PEM)
     sign_passphrase_env: str | None = None  # the environment variable holding the key's passphrase
+    dtb: str | None = None  # arm64: the device tree pxelinux.cfg/default names, below the kernel's dtbs/
 
 
 @dataclass(frozen=True)
 class Kernel:
     file: Path  # where to read it on this machine
     origin: str  # the store path it came from, or "--kernel" (a file outside the closure)
-    header: BzImageHeader
+    header: KernelHeader
+    unpacked: bytes | None = None  # an Image.gz's Image, shipped instead of the file (formats/kernel.py)
+
+    @property
+    def arch(self) -> Arch:
+        """The closure's architecture, as its kernel says (builder/arch.py)."""
+        found = by_name(self.header.arch)
+        assert found is not None  # formats/kernel.py reads only the kernels of builder/arch.py's machines
+        return found
+
+    def copy_to(self, dest: Path) -> None:
+        """The kernel as OUT ships it: the file, or the Image an Image.gz holds."""
+        if self.unpacked is None:
+            shutil.copyfile(self.file, dest)
+        else:
+            dest.write_bytes(self.unpacked)
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,7 @@ class BootPlan:
     bootspec: FromBootspec | None  # None: no boot.json, the choices came from the toplevel's symlinks
     menu: Menu | None  # None: netboot.ipxe boots the system directly
     uki: UkiChoice | None = None  # None: no netboot.efi
+    dtb: DeviceTree | None = None  # --dtb: OUT's devicetree.dtb, pxelinux.cfg/default's FDT (builder/dtb.py)
 
 
 def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
@@ -135,7 +155,9 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
     cmdline = _command_line(recipe, init, _system_params(closure, store, toplevel, booted), options.append)
     _check_base_url(options.base_url)
     uki = plan_uki(closure, store, options.uki, options.efi_stub,
-                   (options.sign_key, options.sign_cert, options.sign_passphrase_env))
+                   (options.sign_key, options.sign_cert, options.sign_passphrase_env), kernel.arch)
+    dtb = None if options.dtb is None else find_dtb(closure, store, name=options.dtb, toplevel=toplevel,
+                                                     kernel_origin=kernel.origin, arch=kernel.arch)
     return BootPlan(
         recipe=recipe,
         closure=closure,
@@ -152,6 +174,7 @@ def make_plan(closure: Closure, recipe: Recipe, options: Options) -> BootPlan:
         bootspec=_from_bootspec(spec, booted, options),
         menu=_menu(closure, store, recipe, spec, kernel, options),
         uki=uki,
+        dtb=dtb,
     )
 
 
@@ -264,12 +287,10 @@ def _find_kernel(
         if not file.is_file():
             raise NetbuildError(f"{what} {resolved} is not a regular file")
     try:
-        header = read_header_file(file)
-    except BzImageError as e:
+        image = read_kernel(file, name=name)
+    except KernelImageError as e:
         raise NetbuildError(str(e)) from None
-    except OSError as e:
-        raise NetbuildError(f"{name}: cannot read: {e.strerror}") from None
-    return Kernel(file=file, origin=origin, header=header)
+    return Kernel(file=file, origin=origin, header=image.header, unpacked=image.unpacked)
 
 
 def _find_init(toplevel: str | None, options: Options, booted: BootEntry | None) -> str:

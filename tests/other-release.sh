@@ -94,10 +94,11 @@ if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
 fi
 
-# The project, fresh: every file git knows of (or would add), but the root's own venv is kept.
+# The project, fresh: every file git knows of (or would add), but the root's own venv is kept, and
+# its .tmp/ (the arm64 packages the tests fetched for this release, tests/support/arm64.py).
 dest="$root/work/netbuild"
 mkdir -p "$dest"
-find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv -exec rm -rf {} +
+find "$dest" -mindepth 1 -maxdepth 1 ! -name .venv ! -name .tmp -exec rm -rf {} +
 git -C "$project" ls-files -z --cached --others --exclude-standard |
     (cd "$project" && tar --null --files-from=- --create --file=- 2>/dev/null) | tar -C "$dest" -x
 

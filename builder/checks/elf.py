@@ -18,14 +18,12 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
+from builder.arch import X86_64
+
 ELF_MAGIC = b"\x7fELF"
 # Where glibc's loader looks last, when neither RPATH nor RUNPATH had the library (and there is no
-# /etc/ld.so.cache in a store-only image). Debian's multiarch directories come first.
-DEFAULT_LIBRARY_DIRS = (
-    "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib",
-)
-# Machines an x86-64 kernel can execute (i386 through IA32 emulation).
-X86_MACHINES = ("EM_X86_64", "EM_386")
+# /etc/ld.so.cache in a store-only image): per architecture, builder/arch.py; x86-64's by default.
+DEFAULT_LIBRARY_DIRS = X86_64.library_dirs
 
 
 class ElfReadError(ValueError):
@@ -121,7 +119,8 @@ class _Loaded:
 
 
 def missing_libraries(
-    program: Found, info: ElfInfo, find: Find, *, preloaded: tuple[ElfInfo, ...] = ()
+    program: Found, info: ElfInfo, find: Find, *, preloaded: tuple[ElfInfo, ...] = (),
+    default_dirs: tuple[str, ...] = DEFAULT_LIBRARY_DIRS,
 ) -> list[MissingLibrary]:
     """Every DT_NEEDED library of program and of the libraries it pulls in that the loader would not
     find in the image. The program's $ORIGIN is the directory of its resolved path (the kernel
@@ -139,7 +138,7 @@ def missing_libraries(
         chain_rpath = _expanded(obj.info.rpath, origin) + loaders_rpath
         # An object with DT_RUNPATH ignores every DT_RPATH, its own and its loaders'.
         directories = (
-            *(() if obj.info.runpath else chain_rpath), *_expanded(obj.info.runpath, origin), *DEFAULT_LIBRARY_DIRS,
+            *(() if obj.info.runpath else chain_rpath), *_expanded(obj.info.runpath, origin), *default_dirs,
         )
         for name in obj.info.needed:
             if name in names_done:

@@ -27,8 +27,9 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from builder.arch import by_elf_machine, by_nix_system
 from builder.cache import memoized
-from builder.checks.elf import X86_MACHINES, ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
+from builder.checks.elf import ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
 from builder.checks.vmstore import VM_LAYOUTS, vm_kernel_problem
 from builder.closure import STORE_DIR, Unresolved, owner
 from builder.errors import NetbuildError
@@ -56,6 +57,7 @@ def preflight(plan: BootPlan) -> list[str]:
     """Raise NetbuildError for what would not boot; return warnings for what might not."""
     warnings: list[str] = []
     image = ClosureImage(plan)
+    check_system(plan)
     check_init(plan, image, warnings)
     check_cmdline(plan)
     check_compression(plan, warnings)
@@ -106,6 +108,33 @@ class ClosureImage:
         if isinstance(hit, str) or not stat.S_ISREG(hit[1].st_mode):
             return None
         return Found(hit[0], self._store.disk_path(hit[0]))
+
+
+# --- the architecture -------------------------------------------------------------------------
+
+
+SYSTEM_FILE = "system"  # a NixOS toplevel's: the Nix system it was built for, "aarch64-linux"
+
+
+def check_system(plan: BootPlan) -> None:
+    """The toplevel's `system` must name the kernel's architecture (builder/arch.py): an arm64 system
+    with an x86 kernel, or the reverse, boots nowhere."""
+    if plan.toplevel is None:
+        return
+    path = f"{plan.toplevel}/{SYSTEM_FILE}"
+    disk = plan.store.disk_path(path)
+    if not os.path.isfile(disk):
+        return  # not NixOS-shaped: init's ELF header is checked all the same
+    try:
+        with open(disk, "rb") as f:
+            system = f.read(64).decode("utf-8", "replace").strip()
+    except OSError as e:
+        raise NetbuildError(f"{path}: cannot read: {e.strerror}") from None
+    arch = plan.kernel.arch
+    theirs = by_nix_system(system)
+    if theirs is not None and theirs != arch:
+        raise NetbuildError(f"{path} says {system} ({theirs.name}), but the kernel {plan.kernel.origin} is an "
+                            f"{arch.name} kernel ({arch.nix_system}); pack a closure built for one architecture")
 
 
 # --- init and what it runs first ---------------------------------------------------------------
@@ -178,9 +207,13 @@ def _check_elf(plan: BootPlan, image: ClosureImage, named: str, program: Found, 
         info = read_elf(program.disk)
     except ElfReadError as e:
         raise NetbuildError(f"{named}: {e}") from None
-    if info.machine not in X86_MACHINES:
-        raise NetbuildError(f"{named}: an ELF program for {info.machine}, which an x86 kernel cannot execute "
-                            "(error -8, ENOEXEC)")
+    arch = plan.kernel.arch
+    if info.machine not in arch.elf_machines:
+        theirs = by_elf_machine(info.machine)
+        raise NetbuildError(
+            f"{named}: an ELF program for {theirs.name if theirs else info.machine} ({info.machine}), but the kernel "
+            f"{plan.kernel.origin} is an {arch.name} kernel, which cannot execute it (error -8, ENOEXEC); "
+            "pack a closure built for one architecture")
     preloaded: tuple[ElfInfo, ...] = ()
     if info.interpreter is not None:
         loader = image.find(info.interpreter)
@@ -194,7 +227,7 @@ def _check_elf(plan: BootPlan, image: ClosureImage, named: str, program: Found, 
             preloaded = (read_elf(loader.disk),)
         except ElfReadError as e:
             raise NetbuildError(f"{named}: its loader (PT_INTERP): {e}") from None
-    missing = missing_libraries(program, info, image.find, preloaded=preloaded)
+    missing = missing_libraries(program, info, image.find, preloaded=preloaded, default_dirs=arch.library_dirs)
     if missing:
         first = missing[0]
         where = ", ".join(first.searched[:3]) + (", …" if len(first.searched) > 3 else "")

@@ -8,6 +8,7 @@ with the closure the manifest records.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +16,22 @@ from typing import BinaryIO
 
 from builder.closure import REGISTRATION_FILE, STORE_DIR
 from builder.errors import NetbuildError
-from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.compress import NONE
 from builder.formats.cpio import CpioError
 from builder.formats.initrd import Member, open_member
+from builder.formats.kernel import KernelImageError, read_kernel_header
 from builder.formats.streams import CompressionError
 from builder.outcontract import (
     BZIMAGE,
     INITRD,
     KERNEL_PARAMS,
     MANIFEST,
+    NESTED,
     NETBOOT_EFI,
     SHA256SUMS,
     Digest,
     file_digest,
+    kernel_in,
     open_regular,
     read_manifest,
     read_regular,
@@ -127,8 +130,8 @@ def _compare_store_paths(path: Path, found: set[str], expected: set[str]) -> Non
 
 def check_kernel(path: Path) -> None:
     try:
-        read_header_file(path)
-    except BzImageError as e:
+        read_kernel_header(path)
+    except KernelImageError as e:
         raise NetbuildError(f"self-check: {e}") from None
 
 
@@ -150,10 +153,11 @@ def check_out(out: Path) -> OutReport:
     for name, expected in sorted(artifacts.items()):
         _check_artifact(out, name, expected)
     _check_sums(out, artifacts)
-    if BZIMAGE in artifacts:
-        check_kernel(out / BZIMAGE)
+    kernel = kernel_in(artifacts)
+    if kernel is not None:
+        check_kernel(out / kernel)
     if NETBOOT_EFI in artifacts:  # built with --uki: the image holds this OUT's kernel, initrd, command line
-        check_uki_in(out, out / BZIMAGE, out / INITRD, _text(out / KERNEL_PARAMS))
+        check_uki_in(out, out / (kernel or BZIMAGE), out / INITRD, _text(out / KERNEL_PARAMS))
     members = manifest.members
     expected_paths = None
     if manifest.layout == "initramfs":  # the store as files in the archive: every path must be there
@@ -179,8 +183,11 @@ def _file_digest(path: Path) -> Digest:
 
 
 def _check_artifact(out: Path, name: str, expected: Digest) -> None:
-    if "/" in name or name in ("", ".", ".."):
+    if ("/" in name and name not in NESTED) or name in ("", ".", ".."):
         raise NetbuildError(f"{out / MANIFEST}: artifact name {name!r} is not a file name")
+    if "/" in name and os.path.islink(out / name.split("/")[0]):
+        raise NetbuildError(f"{out / name.split('/')[0]}: a symlink, not OUT's own directory; only OUT's own files "
+                            "are read")
     size, digest = _file_digest(out / name)
     if size != expected[0]:
         raise NetbuildError(f"{out / name}: {size} bytes, but {MANIFEST} says {expected[0]}")

@@ -15,7 +15,7 @@ from builder.closure import load_closure
 from builder.errors import NetbuildError
 from builder.formats.compress import Compression, parse_compression
 from builder.formats.streams import CompressionError
-from builder.outcontract import BZIMAGE, INITRD, NETBOOT_IPXE, RUN_QEMU
+from builder.outcontract import INITRD, NETBOOT_IPXE, RUN_QEMU, kernel_in
 from builder.plan import DEFAULT_MENU_TIMEOUT_S, Options
 from builder.progress import ProgressLine, Reporter, human_bytes
 from builder.recipe import DEFAULT_RECIPE, builtin_recipes, find_recipe, load_recipe
@@ -109,6 +109,10 @@ def _compression(_ctx: click.Context, _param: click.Parameter, value: str | None
               help="--uki: the PEM certificate of --sign-key.")
 @click.option("--sign-passphrase-env", metavar="VAR",
               help="--sign-key is encrypted: the environment variable that holds its passphrase.")
+@click.option("--dtb", metavar="NAME",
+              help="arm64: the device tree U-Boot hands the kernel, below the closure's kernel dtbs/ (e.g. "
+                   "broadcom/bcm2711-rpi-4-b.dtb): OUT/devicetree.dtb and pxelinux.cfg/default's FDT line. "
+                   "Default: the firmware's own.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 def build_command(
     closure: str, out: Path, recipe: str, quiet: bool, cache_dir: Path | None, no_cache: bool, **choices: Any,
@@ -170,18 +174,20 @@ def _read_input(closure: str) -> tuple[str, bytes]:
 
 def _summary(result: BuildResult, paths: int) -> None:
     out, artifacts, initrd = result.out, result.artifacts, result.initrd
+    kernel = kernel_in(artifacts) or INITRD  # always one: the build wrote it
     reused = ""
     if initrd.reused is not None:
         reused = f"; {initrd.reused[0]} of {initrd.reused[1]} segments from the cache"
     click.echo(f"{out}/: {paths} store paths, {INITRD} {human_bytes(artifacts[INITRD][0])} ({result.plan.compression}, "
-               f"{human_bytes(initrd.plain_size)} unpacked{reused}), {BZIMAGE} {human_bytes(artifacts[BZIMAGE][0])}")
+               f"{human_bytes(initrd.plain_size)} unpacked{reused}), {kernel} {human_bytes(artifacts[kernel][0])}")
     menu = result.plan.menu
     if menu is not None:
         click.echo(f"{NETBOOT_IPXE}: a menu ({', '.join(e.name for e in menu.entries)}); {menu.entries[0].name} boots "
                    f"after {menu.timeout_s} s unless the iPXE variable netbuild-specialisation names another")
     click.echo(f"memory: boots with {result.memory.boot_mib} MiB of RAM or more "
                f"({human_bytes(result.memory.rootfs_bytes)} unpacked into a tmpfs, which may fill half of it)")
-    click.echo(f"try it: {out}/{RUN_QEMU}   (or: netbuild boot {out} --via http)")
+    via = "http" if result.plan.kernel.arch.name == "x86_64" else "uboot"  # arm64: U-Boot, no iPXE
+    click.echo(f"try it: {out}/{RUN_QEMU}   (or: netbuild boot {out} --via {via})")
 
 
 @click.command("recipes")

@@ -37,10 +37,12 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
 @click.command("boot")
 @click.argument("out", type=click.Path(path_type=Path), metavar="OUT|FILE.iso")
 @click.option("--via", type=click.Choice(VIAS), default=None,
-              help="direct (the default for OUT): QEMU loads bzImage+initrd; tftp: QEMU's TFTP server and its "
-                   "iPXE ROM; http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP; uefi-http: the "
-                   "UEFI firmware's own HTTP Boot fetches netboot.efi (built with --uki), no iPXE; cdrom (the "
-                   "default for FILE.iso), usb: the ISO image as a CD or a USB stick.")
+              help="direct (the default for OUT): QEMU loads bzImage (arm64: Image) + initrd; tftp: QEMU's TFTP "
+                   "server and its iPXE ROM; http: netbuild's HTTP server on loopback, iPXE chain-loads over HTTP; "
+                   "uefi-http: the UEFI firmware's own HTTP Boot fetches netboot.efi (built with --uki), no iPXE "
+                   "(AAVMF on arm64); "
+                   "uboot (arm64): U-Boot fetches boot.scr.uimg over TFTP, which boots pxelinux.cfg/default; "
+                   "cdrom (the default for FILE.iso), usb: the ISO image as a CD or a USB stick.")
 @click.option("--uefi", is_flag=True,
               help="Boot through OVMF (UEFI) instead of SeaBIOS. With --via tftp/http the firmware's own PXE "
                    "client loads iPXE for UEFI (the ipxe package's snponly.efi), as on a real UEFI machine.")
@@ -70,7 +72,8 @@ def _setting(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ..
                    "[env NETBUILD_ACCEL].")
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=0, metavar="PORT",
               help="--via http: the HTTP server's port on 127.0.0.1 (default: any free one).")
-@click.option("--qemu", default=QEMU, show_default=True, metavar="BINARY", help="The QEMU to run.")
+@click.option("--qemu", default=None, metavar="BINARY",
+              help=f"The QEMU to run [default: {QEMU}; qemu-system-aarch64 for an arm64 OUT].")
 def boot_command(
     out: Path,
     via: str | None,
@@ -87,7 +90,7 @@ def boot_command(
     qemu_args: tuple[str, ...],
     accel: str,
     port: int,
-    qemu: str,
+    qemu: str | None,
 ) -> None:
     """Boot OUT (or FILE.iso) in QEMU and stream its serial console to standard output.
 

@@ -32,15 +32,26 @@ class BzImageHeader:
     efi_stub: bool  # also a PE/COFF image UEFI firmware can start
     init_size: int = 0  # memory the kernel needs from its load address while it starts (0: not said, < 2.10)
 
+    arch = "x86_64"  # builder/arch.py's name (the same field as an arm64 Image's header)
+
+    def manifest_fields(self) -> dict[str, object]:
+        """What manifest.json's inputs.kernel says of this header."""
+        return {"bootProtocol": "{}.{:02d}".format(*self.protocol)}
+
     @property
     def release(self) -> str:
-        """The first word of the version string, the release `uname -r` prints: '6.1.0-56-cloud-amd64'."""
-        words = self.version.split()
-        return words[0] if words else ""
+        """The release `uname -r` prints: '6.1.0-56-cloud-amd64'."""
+        return release_of(self.version)
 
     @property
     def setup_size(self) -> int:
         return setup_size(self.setup_sects)
+
+
+def release_of(version: str) -> str:
+    """The first word of a kernel's version string (a bzImage's, an arm64 Image's banner): its release."""
+    words = version.split()
+    return words[0] if words else ""
 
 
 def setup_size(setup_sects: int) -> int:

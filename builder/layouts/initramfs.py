@@ -54,6 +54,7 @@ class InitramfsLayout(Layout[None]):
             report=report,
             cache=cache,
             written=written,
+            arch=plan.kernel.header.arch,
         )
 
     def write_checked(self, path: Path, plan: BootPlan, prepared: None,
@@ -88,7 +89,7 @@ class InitramfsLayout(Layout[None]):
     def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int:
         """What the kernel unpacks into its tmpfs root: the store's files, the registration, /init."""
         return (store_rootfs_bytes(plan.store, initrd.verified, plan.options.cache_dir)
-                + pages(len(initrd.registration)) + pages(len(preinit_program(plan.init))))
+                + pages(len(initrd.registration)) + pages(len(preinit_program(plan.init, plan.kernel.header.arch))))
 
 
 def _open(plan: BootPlan, report: Reporter) -> SegmentCache | None:

@@ -135,9 +135,10 @@ def builtin_stage1(plan: BootPlan) -> BuiltinStage1:
     if not release:
         raise NetbuildError(f"{plan.kernel.origin} has no version string, so its modules cannot be matched to it")
     if plan.options.busybox is not None:
-        busybox, busybox_origin = busybox_from_file(plan.options.busybox), f"--busybox {plan.options.busybox}"
+        busybox, busybox_origin = (busybox_from_file(plan.options.busybox, plan.kernel.arch),
+                                  f"--busybox {plan.options.busybox}")
     else:
-        busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store)
+        busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store, plan.kernel.arch)
     needs = needs_of(plan.recipe.layout)
     tree = _modules_tree(plan, release, needs.required)
     modules = resolve_modules(tree, needs.required, release, optional=needs.optional, layout=plan.recipe.layout)

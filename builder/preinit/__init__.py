@@ -6,8 +6,8 @@ Why a program of netbuild's own, and why machine code: it must run before anythi
 (whose init may be any program, in any language) and without anything the closure may lack (a
 shell, a libc), on every architecture netbuild packs for, on a machine that has neither an assembler
 nor a C compiler. So it is a static ELF of a few hundred bytes, written here from the bytes GNU as
-makes of x86_64.S (tests/unit/test_preinit.py assembles the source and compares), plus an ELF header
-and the default init's path.
+makes of x86_64.S and aarch64.S (tests/unit/test_preinit.py assembles each source and compares),
+plus an ELF header and the default init's path.
 """
 
 from __future__ import annotations
@@ -31,13 +31,33 @@ _CODE_X86_64 = bytes.fromhex(
     "20746f20657865637574652020286572726f72202d"
 )
 
+# `aarch64-linux-gnu-as aarch64.S; objcopy -O binary -j .text`: likewise.
+_CODE_AARCH64 = bytes.fromhex(
+    "f3030091ff0740d1f6030091941300300011001001110030e20300aa030080d2040080d2080580d2010000d440070035"
+    "600c809221100070020080d2080780d2010000d40006f837f703002ae10316aae2ff81d2e80780d2010000d4f50300aa"
+    "e003172a280780d2010000d4bf0200f1ad040054df6a3538090080d23f0115eb22040054c90000b42a0500d1cb6a6a38"
+    "7f810071400000542b030035ca02098b4b0140b92ccd8d522c8dae727f010c6b610200544b1140397ff5007101020054"
+    "2d150091cb6a6d38eb0000347f810071a00000547f29007160000054ad050091f9ffff17df6a2d382a150091bf010aeb"
+    "40000054d4020a8be9030daa29050091dfffff1780090030010080d2e80480d2010000d4a009003081090070020080d2"
+    "030082d2040080d2080580d2010000d420020035a0080070280680d2010000d48008001021080030020080d2030084d2"
+    "040080d2080580d2010000d4a0070010680680d2010000d400070030280680d2010000d4740600f9e00314aa61220091"
+    "690240f9620e098b42400091a81b80d2010000d4f70300aac1050050420480d220000094e10314aa020080d22b686238"
+    "6b00003442040091fdffff1719000094a1050010220180d216000094e00317cbc1fe3f914b0180522b0000392b058052"
+    "2bf01f38210400d14c0180d20d08cc9aae810c9bcec10011210400d12e000039e0030daa40ffffb5c2064091420001cb"
+    "04000094200080d2a80b80d2010000d4400080d2080880d2010000d4c0035fd670726f63002f70726f63002f70726f63"
+    "2f636d646c696e65002f002f72756e002e006e65746275696c64202f696e69743a206661696c656420746f2065786563"
+    "7574652020286572726f72202d"
+)
+
 _LOAD_ADDRESS = 0x400000  # any page-aligned address above mmap_min_addr; the code is position independent
 _ELF_HEADER_SIZE = 64
 _PROGRAM_HEADER_SIZE = 56
 _EM_X86_64 = 62
+_EM_AARCH64 = 183
 _PT_LOAD = 1
 _PF_R, _PF_X = 4, 1
-CODE: dict[str, tuple[int, bytes]] = {"x86_64": (_EM_X86_64, _CODE_X86_64)}  # architecture: (e_machine, code)
+# builder/arch.py's name: (e_machine, code)
+CODE: dict[str, tuple[int, bytes]] = {"x86_64": (_EM_X86_64, _CODE_X86_64), "aarch64": (_EM_AARCH64, _CODE_AARCH64)}
 
 
 def preinit_program(default_init: str, arch: str = "x86_64") -> bytes:

@@ -1,6 +1,7 @@
 """Boot an OUT directory in QEMU the ways a machine would boot it, and watch the serial console.
 
-- direct: QEMU loads bzImage and initrd itself (`-kernel/-initrd/-append "$(cat kernel-params)"`).
+- direct: QEMU loads the kernel (bzImage, or an arm64 Image) and initrd itself
+  (`-kernel/-initrd/-append "$(cat kernel-params)"`).
 - tftp: QEMU's user network serves the directory over TFTP and hands out the script as the DHCP
   boot file; the NIC's iPXE ROM runs DHCP, fetches the script, then the kernel and initrd.
 - http: netbuild's own HTTP server (builder.run.serve) on the host's loopback; the DHCP boot file is
@@ -12,7 +13,15 @@ An OUT of a VM layout (vm-9p, vm-disk) also gets its store attached, as its run-
 - cdrom, usb: an ISO image (`netbuild iso`) as the machine's CD-ROM drive, or as a USB stick on an
   xHCI controller, first in the boot order; a NIC without a boot ROM, for discs that start iPXE.
 
-Each with SeaBIOS (default) or OVMF (UEFI). Extra kernel parameters (--append) reach an iPXE boot
+- uboot (arm64): U-Boot as the machine's firmware (Debian's u-boot-qemu), QEMU's TFTP serving the
+  directory: U-Boot's DHCP boot fetches boot.scr.uimg, whose `pxe get` and `pxe boot` read
+  pxelinux.cfg/default and boot the kernel and initrd it names (builder/writers/uboot_script.py).
+
+Each with SeaBIOS (default) or OVMF (UEFI). The machine is the OUT's architecture (builder/arch.py,
+from its kernel's name): an arm64 OUT boots on qemu-system-aarch64's `virt` machine, with AAVMF as
+its UEFI firmware, always under TCG on another architecture's host.
+
+Extra kernel parameters (--append) reach an iPXE boot
 the way a menu would pass them, through iPXE's ${cmdline}: a small chain script, rendered from
 ipxe/boot-chain.ipxe, sets it (and any --set variables) and chain-loads the directory's script.
 
@@ -30,6 +39,8 @@ offers network boot only with a random number generator, so the guest gets a vir
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import shutil
 import subprocess
@@ -42,18 +53,23 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
 
+from builder.arch import AARCH64, X86_64, Arch
 from builder.errors import NetbuildError
-from builder.firmware import find_ipxe_snp_efi, find_ovmf, find_secure_boot_ovmf
-from builder.formats.bzimage import BzImageError, read_header_file
+from builder.firmware import find_aavmf, find_ipxe_snp_efi, find_ovmf, find_secure_boot_ovmf, find_uboot
 from builder.formats.iso import is_iso, read_file, read_iso
+from builder.formats.kernel import KernelImageError, read_kernel_header
 from builder.outcontract import (
+    BOOT_SCR,
     BZIMAGE,
     INITRD,
     KERNEL_PARAMS,
     MANIFEST,
     NETBOOT_EFI,
     NETBOOT_IPXE,
+    PXELINUX_CFG,
     ManifestError,
+    kernel_artifact,
+    kernel_in,
     parse_manifest,
     read_manifest,
 )
@@ -64,8 +80,9 @@ from builder.run.serve import Server
 from builder.run.vmstore import out_store_args
 from builder.writers.ipxe import chain_script
 
-QEMU = "qemu-system-x86_64"
-VIAS = ("direct", "tftp", "http", "uefi-http", "cdrom", "usb")
+QEMU = X86_64.qemu  # for an x86 OUT; an arm64 one's is qemu-system-aarch64 (builder/arch.py)
+VIAS = ("direct", "tftp", "http", "uefi-http", "uboot", "cdrom", "usb")
+IPXE_VIAS = ("tftp", "http")  # through iPXE, which Debian has for x86 alone
 DISC_VIAS = ("cdrom", "usb")  # these boot an ISO file rather than an OUT directory
 # UEFI HTTP Boot alone: the firmware's PXE boot options would be tried (and time out) first.
 _HTTP_BOOT_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
@@ -73,7 +90,8 @@ _HTTP_BOOT_ONLY = ["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
 GUEST_HOST = "10.0.2.2"  # the host, as a guest on QEMU's user network reaches it
 CHAIN_SCRIPT = "netbuild-boot.ipxe"
 IMAGE_LINK = "image"  # the directory, as the chain script's TFTP root names it
-DIRECT_FILES = (BZIMAGE, INITRD, KERNEL_PARAMS)  # what --via direct boots; --via uefi-http boots NETBOOT_EFI
+DIRECT_FILES = (INITRD, KERNEL_PARAMS)  # and the kernel: what --via direct boots; --via uefi-http boots NETBOOT_EFI
+UBOOT_FILES = (BOOT_SCR, PXELINUX_CFG, INITRD)  # and the kernel: what --via uboot fetches
 STOP_GRACE_S = 5.0
 _SETTING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 
@@ -95,7 +113,7 @@ class BootOptions:
     accel: str = "auto"
     http_port: int = 0  # 0: any free port
     interactive: bool = False  # the terminal types into the guest (and Ctrl-A X quits QEMU)
-    qemu: str = QEMU
+    qemu: str | None = None  # None: the architecture's (qemu-system-x86_64, qemu-system-aarch64)
     ovmf: tuple[Path, Path] | None = None  # (code, vars template); None: the distribution's
     ipxe_efi: Path | None = None  # iPXE the UEFI firmware loads (tftp, http); None: the distribution's
     secure_boot: bool = False  # UEFI with Secure Boot enforcing (the snakeoil OVMF, unless ovmf is given)
@@ -103,6 +121,14 @@ class BootOptions:
     @property
     def firmware_uefi(self) -> bool:
         return self.uefi or self.via == "uefi-http"
+
+
+def arch_of(directory: Path) -> Arch:
+    """The architecture of the OUT at directory, by the kernel it holds (an ISO is x86's)."""
+    if is_iso(directory) or not directory.is_dir():
+        return X86_64
+    kernel = kernel_in(set(os.listdir(directory)))
+    return AARCH64 if kernel == kernel_artifact(AARCH64.name) else X86_64
 
 
 @dataclass(frozen=True)
@@ -127,12 +153,15 @@ def boot(
     console = console if console is not None else sys.stdout.buffer
     errors = errors if errors is not None else sys.stderr.buffer
     _check_options(directory, options)
+    arch = arch_of(directory)
+    qemu = options.qemu or arch.qemu
     needed = boot_memory_of(directory)
     if options.memory_mib is not None and options.memory_mib < needed:
         log(f"warning: --memory {options.memory_mib} MiB is less than the {needed} MiB this image needs to boot "
             "(manifest.json: memory); expect the kernel to fail unpacking the initrd")
     with prepared_launch(directory, options, log=log) as launch:
-        firmware = "UEFI, Secure Boot" if options.secure_boot else "UEFI" if options.firmware_uefi else "BIOS"
+        firmware = ("UEFI, Secure Boot" if options.secure_boot else "UEFI" if options.firmware_uefi else
+                    "U-Boot" if options.via == "uboot" else "BIOS" if arch is X86_64 else "no firmware")
         log(f"booting {directory} via {options.via} ({firmware}, {launch.accel.upper()}, "
             f"{_memory(directory, options)} MiB)")
         log("$ " + " ".join(_shell_quote(a) for a in launch.command))
@@ -144,7 +173,7 @@ def boot(
                 stderr=subprocess.PIPE,
             )
         except OSError as e:
-            raise NetbuildError(f"cannot run {options.qemu}: {e.strerror}") from None
+            raise NetbuildError(f"cannot run {qemu}: {e.strerror}") from None
         try:
             watcher = ConsoleWatcher(proc, sink=console, error_sink=errors, expect=options.expect,
                                      timeout=options.timeout)
@@ -213,15 +242,27 @@ def _check_options(directory: Path, options: BootOptions) -> None:
             raise NetbuildError(f"--set and --script are iPXE's: --via uefi-http boots {NETBOOT_EFI} without iPXE")
         if options.append.strip():
             raise NetbuildError(f"--append: the firmware hands {NETBOOT_EFI} no command line; build it with --append")
-    elif options.via == "direct":
-        for name in DIRECT_FILES:
+    elif options.via in ("direct", "uboot"):
+        kernel = kernel_artifact(arch_of(directory).name)
+        needs = (kernel, *(DIRECT_FILES if options.via == "direct" else UBOOT_FILES))
+        for name in needs:
             if not (directory / name).is_file():
-                raise NetbuildError(f"{directory / name}: missing; --via direct boots {', '.join(DIRECT_FILES)}")
+                raise NetbuildError(f"{directory / name}: missing; --via {options.via} boots {', '.join(needs)}")
         if options.settings:
             raise NetbuildError("--set sets iPXE variables: it needs --via tftp or --via http")
         if options.script != NETBOOT_IPXE:
             raise NetbuildError("--script names the iPXE script to boot: it needs --via tftp or --via http")
+        if options.via == "uboot":
+            if arch_of(directory) is not AARCH64:
+                raise NetbuildError(f"--via uboot boots an arm64 OUT (Debian's u-boot-qemu); {directory} is "
+                                    f"{arch_of(directory).name}'s")
+            if options.uefi or options.append.strip():
+                raise NetbuildError("--uefi and --append are not for --via uboot: U-Boot is the firmware, and "
+                                    f"{PXELINUX_CFG} holds the command line")
     else:
+        if arch_of(directory) is not X86_64:
+            raise NetbuildError(f"--via {options.via} boots through iPXE, which Debian has for x86 only; boot "
+                                f"{directory} with --via direct, uefi-http or uboot")
         if Path(options.script).is_absolute() or ".." in Path(options.script).parts:
             raise NetbuildError(f"--script {options.script}: must be a path inside {directory}")
         script = directory / options.script
@@ -240,12 +281,16 @@ def _check_options(directory: Path, options: BootOptions) -> None:
 def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda _: None) -> Iterator[Launch]:
     """The QEMU command for `options`, with its temporary files and HTTP server alive while in use."""
     directory = directory.resolve()
-    if shutil.which(options.qemu) is None:
-        raise NetbuildError(f"{options.qemu} not found; install QEMU (Debian: qemu-system-x86)")
+    arch = arch_of(directory)
+    qemu = options.qemu or arch.qemu
+    if shutil.which(qemu) is None:
+        raise NetbuildError(f"{qemu} not found; install QEMU (Debian: {arch.debian_qemu})")
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="netbuild-boot-")))
-        accel = choose_accelerator(options.accel, options.qemu, log)
-        command = [options.qemu, "-accel", accel, *_machine(options, directory, tmp)]
+        # KVM runs a guest of the host's own architecture only: another one is emulated (TCG).
+        native = arch.name == platform.machine()
+        accel = choose_accelerator(options.accel, qemu, log) if native or options.accel != "auto" else "tcg"
+        command = [qemu, "-accel", accel, *arch.qemu_machine, *_machine(options, directory, tmp, arch)]
         server = None
         if options.via == "uefi-http":
             server = _serve(stack, directory, options, log)
@@ -262,10 +307,13 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
             # The network for a disc that starts iPXE; no boot ROM, so that a disc that does not boot
             # is a failure rather than a network boot.
             command += _network(None, None, boot=False, option_rom=False)
+        elif options.via == "uboot":
+            # U-Boot's DHCP boot target fetches boot.scr.uimg from the TFTP server: the directory.
+            command += ["-bios", str(find_uboot()), *_network(directory, BOOT_SCR, boot=False, option_rom=False)]
         elif options.via == "direct":
             command += _network(None, None, boot=False)
             params = (directory / KERNEL_PARAMS).read_text(encoding="utf-8").strip()
-            command += ["-kernel", str(directory / BZIMAGE), "-initrd", str(directory / INITRD),
+            command += ["-kernel", str(directory / kernel_artifact(arch.name)), "-initrd", str(directory / INITRD),
                         "-append", " ".join(p for p in (params, options.append.strip()) if p)]
         else:
             script_url = "/".join(quote(part) for part in Path(options.script).parts)
@@ -309,7 +357,7 @@ def _settings(options: BootOptions) -> list[tuple[str, str]]:
     return settings
 
 
-def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
+def _machine(options: BootOptions, directory: Path, tmp: Path, arch: Arch = X86_64) -> list[str]:
     args = [
         "-m", str(_memory(directory, options)),
         "-smp", str(options.cpus),
@@ -319,7 +367,10 @@ def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
         "-serial", "mon:stdio" if options.interactive else "stdio",
     ]
     if options.firmware_uefi:
-        code, vars_template = options.ovmf or (find_secure_boot_ovmf() if options.secure_boot else find_ovmf())
+        if options.secure_boot and arch is not X86_64:
+            raise NetbuildError("--secure-boot: Debian's Secure Boot test firmware is x86's (OVMF); AAVMF has none")
+        firmware = find_aavmf if arch is AARCH64 else find_secure_boot_ovmf if options.secure_boot else find_ovmf
+        code, vars_template = options.ovmf or firmware()
         if options.secure_boot:
             # The firmware keeps its variables (the enrolled keys) in SMM: q35 with SMM and a secure flash.
             args += ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
@@ -327,7 +378,7 @@ def _machine(options: BootOptions, directory: Path, tmp: Path) -> list[str]:
         shutil.copyfile(vars_template, variables)
         args += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={variables}"]
-    else:
+    elif arch is X86_64:
         args += ["-machine", "graphics=off"]  # SeaBIOS and iPXE write to the serial console too
     return args
 
@@ -378,8 +429,8 @@ def boot_memory_of(directory: Path) -> int:
         pass
     try:
         initrd_bytes = (directory / INITRD).stat().st_size
-        init_size = read_header_file(directory / BZIMAGE).init_size
-    except (OSError, BzImageError):
+        init_size = read_kernel_header(directory / (kernel_in(set(os.listdir(directory))) or BZIMAGE)).init_size
+    except (OSError, KernelImageError):
         initrd_bytes, init_size = 0, 0
     return boot_memory_mib(kernel_init_size=init_size, initrd_bytes=initrd_bytes, rootfs_bytes=4 * initrd_bytes)
 

@@ -3,8 +3,8 @@
 # @description@
 # System: @toplevel@
 #
-# Needs only bash and QEMU (qemu-system-x86_64); netbuild need not be installed. Run it from any
-# directory: it boots bzImage and initrd from its own directory, with the kernel parameters in
+# Needs only bash and QEMU (@qemu@); netbuild need not be installed. Run it from any
+# directory: it boots @kernel@ and initrd from its own directory, with the kernel parameters in
 # kernel-params. The serial console is this terminal: Ctrl-A X quits QEMU, Ctrl-A C is its monitor.
 #
 # Environment:
@@ -15,8 +15,8 @@
 #   QEMU_NET_OPTS       options added to the user-mode network, e.g. "hostfwd=tcp::2222-:22"
 #   QEMU_OPTS           extra QEMU options, split at white space (e.g. "-machine q35")
 #   QEMU_ACCEL          QEMU's accelerator: tcg, kvm, or kvm:tcg (default: kvm:tcg when /dev/kvm is
-#                       usable, else tcg). Set tcg where /dev/kvm exists but hangs.
-#   QEMU                the QEMU binary (default qemu-system-x86_64)
+#                       usable and this machine is @arch@, else tcg). Set tcg where /dev/kvm exists but hangs.
+#   QEMU                the QEMU binary (default @qemu@)
 # Arguments are passed on to QEMU:  ./run-qemu -snapshot -hda scratch.img
 set -euo pipefail
 
@@ -42,19 +42,20 @@ fi
 
 accel=${QEMU_ACCEL:-}
 if [[ -z $accel ]]; then
-    if [[ -r /dev/kvm && -w /dev/kvm ]]; then accel=kvm:tcg; else accel=tcg; fi
+    # KVM runs only a guest of the host's own architecture ($HOSTTYPE: bash's uname -m).
+    if [[ -r /dev/kvm && -w /dev/kvm && $HOSTTYPE == @arch@ ]]; then accel=kvm:tcg; else accel=tcg; fi
 fi
 
 # QEMU_OPTS is split at white space on purpose, as NixOS's run-*-vm does.
 # shellcheck disable=SC2086
-exec "${QEMU:-qemu-system-x86_64}" \
-    -machine "accel=$accel" \
+exec "${QEMU:-@qemu@}" \
+    @machine@-machine "accel=$accel" \
     -m "$memory" \
     -smp "${QEMU_CPUS:-1}" \
     -nographic \
     -no-reboot \
     -nic "user,model=virtio-net-pci${QEMU_NET_OPTS:+,$QEMU_NET_OPTS}" \
-    -kernel "$here/bzImage" \
+    -kernel "$here/@kernel@" \
     -initrd "$here/initrd" \
     -append "$params" \
     "${vm_args[@]}" \

@@ -114,14 +114,14 @@ def pack_store_path(
     return sp.verified(digest, size, rootfs_bytes)
 
 
-def write_skeleton(cpio: CpioWriter, init: str) -> None:
+def write_skeleton(cpio: CpioWriter, init: str, arch: str = "x86_64") -> None:
     """What a root filesystem needs before init runs: a console for its stdio, mount points, and
     /init, netbuild's preinit (builder/preinit): the kernel runs it, it gives `init=` (or, when a
     boot loader dropped the command line, `init`) a root where pivot_root works; /run is where it
-    bind-mounts the initramfs."""
+    bind-mounts the initramfs. `arch`: the kernel's (builder/arch.py), which /init's machine code is for."""
     cpio.directory("dev", 0o755)
     cpio.device("dev/console", 0o600, "char", 5, 1)
-    cpio.file("init", 0o555, preinit_program(init))
+    cpio.file("init", 0o555, preinit_program(init, arch))
     cpio.directory("nix", 0o755)
     cpio.directory("nix/store", 0o755)
     for mount_point in ("proc", "run", "sys"):
@@ -331,9 +331,11 @@ def write_initrd(
     report: Reporter = QUIET,
     cache: SegmentCache | None = None,
     written: Written | None = None,
+    arch: str = "x86_64",
 ) -> InitrdResult:
-    """Write the initrd to dest. `written`, if given, is told each batch of members as soon as
-    their bytes are in dest (flushed), in order, so that the self-check can read along."""
+    """Write the initrd to dest, its /init for `arch` (builder/arch.py's name). `written`, if given,
+    is told each batch of members as soon as their bytes are in dest (flushed), in order, so that
+    the self-check can read along."""
     paths = list(closure)
     sized: list[tuple[str, int]] = []
     for sp in paths:
@@ -344,7 +346,7 @@ def write_initrd(
         sized.append((sp.path, size))
 
     out = _Output(dest, compression, written)
-    out.single("skeleton", lambda cpio: write_skeleton(cpio, init))
+    out.single("skeleton", lambda cpio: write_skeleton(cpio, init, arch))
     done_paths = done_bytes = 0
     lock = threading.Lock()
 

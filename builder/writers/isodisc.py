@@ -22,7 +22,17 @@ from builder.errors import NetbuildError
 from builder.firmware import IPXE_EFI_CANDIDATES, IPXE_LKRN_CANDIDATES, first_present
 from builder.formats.bzimage import BzImageError, read_header_file
 from builder.formats.iso import SECTOR, IsoListing, file_sha256, read_iso
-from builder.outcontract import BZIMAGE, INITRD, KERNEL_PARAMS, MANIFEST, NETBOOT_EFI, Digest, Manifest, read_manifest
+from builder.outcontract import (
+    BZIMAGE,
+    INITRD,
+    KERNEL_PARAMS,
+    MANIFEST,
+    NETBOOT_EFI,
+    Digest,
+    Manifest,
+    kernel_in,
+    read_manifest,
+)
 from builder.writers.fatimage import FatFile, copy_fat_file, fat_file_sha256
 from builder.writers.ipxe import render
 from builder.writers.iso import (
@@ -65,6 +75,9 @@ def _read_out(out: Path) -> _Out:
         raise NetbuildError(f"{out}: not a directory (expected a netbuild OUT directory)")
     manifest = read_manifest(out)
     artifacts = manifest.artifacts
+    if kernel_in(artifacts) not in (None, BZIMAGE):
+        raise NetbuildError(f"{out}: an {kernel_in(artifacts)} kernel's OUT (arm64); netbuild iso makes x86-64 discs "
+                            "only (ISOLINUX, BOOTX64.EFI)")
     for name in (BZIMAGE, INITRD, KERNEL_PARAMS):
         if name not in artifacts or not (out / name).is_file():
             raise NetbuildError(f"{out / name}: missing; a disc boots {out}'s bzImage, initrd and kernel-params")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builder.arch import X86_64, Arch
 from builder.errors import NetbuildError
+from builder.outcontract import kernel_artifact
 from builder.run.memory import default_memory_mib
 from builder.run.vmstore import ROOT_SERIAL, store_qemu_args
 from builder.writers.template import substitute
@@ -45,7 +47,10 @@ def _vm_store(layout: str) -> str:
     return substitute(_read(VM_TEMPLATE), values, template=VM_TEMPLATE.name).rstrip("\n")
 
 
-def run_qemu_script(*, toplevel: str | None, description: str, boot_mib: int, layout: str = "initramfs") -> bytes:
+def run_qemu_script(*, toplevel: str | None, description: str, boot_mib: int, arch: Arch = X86_64,
+                    layout: str = "initramfs") -> bytes:
+    """`arch`: the kernel's (builder/arch.py): which QEMU, which machine, which kernel file. `layout`:
+    the recipe's, for the VM layouts' store."""
     text = _read(TEMPLATE)
     values = {
         "description": description,
@@ -53,5 +58,10 @@ def run_qemu_script(*, toplevel: str | None, description: str, boot_mib: int, la
         "memory": str(default_memory_mib(boot_mib)),
         "boot_memory": str(boot_mib),
         "vm_store": _vm_store(layout),
+        "qemu": arch.qemu,
+        "arch": arch.name,
+        "kernel": kernel_artifact(arch.name),
+        # Its machine and CPU (none for x86's default PC), one line of the QEMU command above -machine.
+        "machine": "".join(f"{option} " for option in arch.qemu_machine),
     }
     return substitute(text, values, template=TEMPLATE.name).encode()

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.arch import X86_64, Arch
 from builder.closure import Closure, StoreFS
 from builder.errors import NetbuildError
 from builder.filecopy import read_range, sha256_of
@@ -24,9 +25,12 @@ from builder.formats.pe import NewSection, PEError, PlacedSection, add_sections,
 from builder.outcontract import NETBOOT_EFI
 from builder.writers.signing import Signing, check_signing
 
-# systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it.
-STUB_IN_SYSTEMD = "lib/systemd/boot/efi/linuxx64.efi.stub"
-HOST_STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")
+# systemd-stub inside a systemd store path, and as Debian's systemd-boot-efi installs it; the file
+# is the architecture's (builder/arch.py: linuxx64.efi.stub, linuxaa64.efi.stub).
+STUB_DIR_IN_SYSTEMD = "lib/systemd/boot/efi"
+HOST_STUB_DIR = Path("/usr/lib/systemd/boot/efi")
+STUB_IN_SYSTEMD = f"{STUB_DIR_IN_SYSTEMD}/{X86_64.efi_stub}"
+HOST_STUB = HOST_STUB_DIR / X86_64.efi_stub
 
 
 @dataclass(frozen=True)
@@ -35,20 +39,39 @@ class Stub:
     origin: str  # the store path it came from, "--efi-stub", or "host (systemd-boot-efi)"
 
 
-def find_stub(closure: Closure, store: StoreFS, efi_stub: Path | None) -> Stub:
-    """The closure's systemd-stub when it has one, else --efi-stub, else the host's."""
+def find_stub(closure: Closure, store: StoreFS, efi_stub: Path | None, arch: Arch = X86_64) -> Stub:
+    """The closure's systemd-stub for arch when it has one, else --efi-stub, else the host's; a stub
+    for another machine than the kernel's is refused (the firmware would not start it)."""
+    in_systemd = f"{STUB_DIR_IN_SYSTEMD}/{arch.efi_stub}"
+    host = HOST_STUB_DIR / arch.efi_stub
+    stub: Stub | None = None
     for sp in closure:
-        candidate = store.disk_path(sp.path) / STUB_IN_SYSTEMD
+        candidate = store.disk_path(sp.path) / in_systemd
         if candidate.is_file():
-            return Stub(candidate, f"{sp.path}/{STUB_IN_SYSTEMD}")
-    if efi_stub is not None:
-        if not efi_stub.is_file():
-            raise NetbuildError(f"--efi-stub {efi_stub}: no such file")
-        return Stub(efi_stub, "--efi-stub")
-    if HOST_STUB.is_file():
-        return Stub(HOST_STUB, f"host {HOST_STUB} (systemd-boot-efi)")
-    raise NetbuildError("--uki needs systemd-stub: the closure has no systemd with "
-                        f"{STUB_IN_SYSTEMD}; pass --efi-stub FILE or install systemd-boot-efi (Debian)")
+            stub = Stub(candidate, f"{sp.path}/{in_systemd}")
+            break
+    else:
+        if efi_stub is not None:
+            if not efi_stub.is_file():
+                raise NetbuildError(f"--efi-stub {efi_stub}: no such file")
+            stub = Stub(efi_stub, "--efi-stub")
+        elif host.is_file():
+            stub = Stub(host, f"host {host} (systemd-boot-efi)")
+    if stub is None:
+        package = "systemd-boot-efi" + ("" if arch is X86_64 else f":{arch.name.replace('aarch64', 'arm64')}")
+        raise NetbuildError(f"--uki needs systemd-stub: the closure has no systemd with {in_systemd}; pass "
+                            f"--efi-stub FILE or install {package} (Debian)")
+    try:
+        with open(stub.file, "rb") as f:
+            machine, _ = read_sections(f.read(1 << 16), what=f"systemd-stub {stub.origin}")
+    except OSError as e:
+        raise NetbuildError(f"systemd-stub {stub.origin}: cannot read: {e.strerror}") from None
+    except PEError as e:
+        raise NetbuildError(str(e)) from None
+    if machine != arch.pe_machine:
+        raise NetbuildError(f"systemd-stub {stub.origin} is a UEFI program for {machine}, but the kernel is "
+                            f"{arch.name}'s; pass --efi-stub with {arch.efi_stub}")
+    return stub
 
 
 def os_release(toplevel: str | None, label: str) -> bytes:
@@ -66,7 +89,7 @@ class UkiChoice:
 
 
 def plan_uki(closure: Closure, store: StoreFS, wanted: bool, efi_stub: Path | None,
-             sign: tuple[Path | None, Path | None, str | None]) -> UkiChoice | None:
+             sign: tuple[Path | None, Path | None, str | None], arch: Arch = X86_64) -> UkiChoice | None:
     key, cert, passphrase_env = sign
     if not wanted:
         for given, option in ((efi_stub, "--efi-stub"), (key, "--sign-key"), (cert, "--sign-cert")):
@@ -78,7 +101,7 @@ def plan_uki(closure: Closure, store: StoreFS, wanted: bool, efi_stub: Path | No
     if passphrase_env is not None and key is None:
         raise NetbuildError("--sign-passphrase-env is for --sign-key")
     signing = check_signing(key, cert, passphrase_env) if key is not None and cert is not None else None
-    return UkiChoice(stub=find_stub(closure, store, efi_stub), signing=signing)
+    return UkiChoice(stub=find_stub(closure, store, efi_stub, arch), signing=signing)
 
 
 @dataclass(frozen=True)

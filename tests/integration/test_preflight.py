@@ -220,7 +220,8 @@ def test_kernel_that_is_not_a_boot_image_is_refused(broken, run_netbuild, tmp_pa
     system = broken["kernelNotBootable"]
     busybox = system.path_named("-busybox")
     stderr = refused(run_netbuild, tmp_path, system)
-    assert stderr == f"error: {busybox}/bin/busybox: not an x86 bzImage (no boot flag 0xAA55 at 0x1FE)\n"
+    assert stderr == (f"error: {busybox}/bin/busybox: not an x86 bzImage (no boot flag 0xAA55 at 0x1FE) nor an arm64 "
+                      "Image (no magic ARM\\x64 at 0x38)\n")
 
 
 @pytest.mark.boot

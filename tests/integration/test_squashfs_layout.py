@@ -282,7 +282,7 @@ def test_refuses_a_dynamic_busybox(
     modules_system: FixtureClosure, run_netbuild: RunNetbuild, tmp_path: Path
 ) -> None:
     stderr = refuse(run_netbuild, tmp_path / "out", str(modules_system.closure_json), "--busybox", "/bin/ls")
-    assert "--busybox /bin/ls: the stage 1 needs a static x86-64 BusyBox, but it is dynamically linked" in stderr
+    assert "--busybox /bin/ls: the stage 1 needs a static x86_64 BusyBox, but it is dynamically linked" in stderr
 
 
 def test_refuses_modules_built_for_another_kernel(

@@ -34,7 +34,7 @@ class FixtureClosure:
         return path
 
 
-def _closure(root: str, directory: Path) -> FixtureClosure:
+def fixture_closure(root: str, directory: Path) -> FixtureClosure:
     info = path_info([root])
     directory.mkdir(parents=True, exist_ok=True)
     closure_json = directory / "closure.json"
@@ -51,7 +51,7 @@ def system_variant(kernel: Path, directory: Path, **flags: bool) -> FixtureClosu
     # its path filter sees a file, and the fixture's filter compares the two spellings.
     argstrs = {"kernelRelease": kernel_release(kernel), "hostModules": str(Path("/lib/modules").resolve())}
     toplevel = nix_build(FIXTURES / "system.nix", args, argstrs)
-    return _closure(toplevel, directory)
+    return fixture_closure(toplevel, directory)
 
 
 def run_probe_closure(directory: Path) -> FixtureClosure:
@@ -62,7 +62,7 @@ def run_probe_closure(directory: Path) -> FixtureClosure:
 def program_closure(fixture: str, directory: Path) -> FixtureClosure:
     """A fixture of one program and the BusyBox it runs with (no toplevel), built with this BusyBox."""
     probe = nix_build(FIXTURES / fixture, {"busybox": nix_path_literal(BUSYBOX)})
-    return _closure(probe, directory)
+    return fixture_closure(probe, directory)
 
 
 def host_modules(kernel: Path) -> Path:

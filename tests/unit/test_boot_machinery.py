@@ -102,6 +102,46 @@ def test_direct_command(out_dir: Path) -> None:
         assert "-no-reboot" in cmd and "bootindex=1" not in _value(cmd, "-device")
 
 
+@pytest.fixture
+def arm64_out(tmp_path: Path) -> Path:
+    out = tmp_path / "arm64-out"
+    out.mkdir()
+    for name, data in (("Image", b"k"), ("initrd", b"i" * 1000), ("kernel-params", b"init=/x console=ttyAMA0\n"),
+                       ("boot.scr.uimg", b"s"), ("netboot.efi", b"MZ")):
+        (out / name).write_bytes(data)
+    (out / "pxelinux.cfg").mkdir()
+    (out / "pxelinux.cfg" / "default").write_bytes(b"DEFAULT netbuild\n")
+    return out
+
+
+@pytest.mark.qemu
+def test_arm64_commands(arm64_out: Path) -> None:
+    """An OUT with an Image boots on qemu-system-aarch64's virt machine: directly, with AAVMF, with U-Boot."""
+    with prepared_launch(arm64_out, BootOptions(accel="auto", memory_mib=600)) as launch:
+        cmd = launch.command
+        # TCG whatever KVM can do: KVM runs only the host's own architecture.
+        assert cmd[:7] == ["qemu-system-aarch64", "-accel", "tcg", "-machine", "virt", "-cpu", "cortex-a57"]
+        assert _value(cmd, "-kernel") == str(arm64_out / "Image") and "graphics=off" not in cmd
+    with prepared_launch(arm64_out, BootOptions(via="uefi-http", accel="tcg", memory_mib=600)) as launch:
+        assert any(a.endswith("file=/usr/share/AAVMF/AAVMF_CODE.fd") for a in launch.command)
+    with prepared_launch(arm64_out, BootOptions(via="uboot", accel="tcg", memory_mib=600)) as launch:
+        cmd = launch.command
+        assert _value(cmd, "-bios") == "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+        assert _value(cmd, "-netdev") == f"user,id=net0,tftp={arm64_out},bootfile=boot.scr.uimg"
+    for via, message in (("tftp", "iPXE, which Debian has for x86 only"), ("http", "iPXE, which Debian has")):
+        with pytest.raises(NetbuildError, match=message):
+            boot(arm64_out, BootOptions(via=via, accel="tcg"))
+
+
+@pytest.mark.qemu
+def test_uboot_is_for_an_arm64_out(out_dir: Path) -> None:
+    (out_dir / "boot.scr.uimg").write_bytes(b"s")
+    (out_dir / "pxelinux.cfg").mkdir()
+    (out_dir / "pxelinux.cfg" / "default").write_bytes(b"DEFAULT netbuild\n")
+    with pytest.raises(NetbuildError, match="--via uboot boots an arm64 OUT"):
+        boot(out_dir, BootOptions(via="uboot", accel="tcg"))
+
+
 @pytest.mark.qemu
 def test_tftp_command_serves_out_or_a_chain_script(out_dir: Path) -> None:
     with prepared_launch(out_dir, BootOptions(via="tftp", accel="tcg")) as launch:

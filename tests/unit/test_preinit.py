@@ -12,14 +12,28 @@ import pytest
 
 from builder.preinit import CODE, preinit_program
 
-SOURCE = Path(__file__).resolve().parents[2] / "builder" / "preinit" / "x86_64.S"
+PREINIT = Path(__file__).resolve().parents[2] / "builder" / "preinit"
+SOURCE = PREINIT / "x86_64.S"
+# architecture → (GNU as for it, its options, objcopy); binutils and binutils-aarch64-linux-gnu
+ASSEMBLERS = {"x86_64": ("as", ["--64"], "objcopy"),
+              "aarch64": ("aarch64-linux-gnu-as", [], "aarch64-linux-gnu-objcopy")}
 
 
-def test_the_code_is_what_gnu_as_makes_of_the_source(tmp_path: Path) -> None:
-    subprocess.run(["as", "--64", "-o", str(tmp_path / "p.o"), str(SOURCE)], check=True)
-    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", str(tmp_path / "p.o"), str(tmp_path / "p.bin")],
+@pytest.mark.parametrize("arch", sorted(ASSEMBLERS))
+def test_the_code_is_what_gnu_as_makes_of_the_source(arch: str, tmp_path: Path) -> None:
+    assembler, options, objcopy = ASSEMBLERS[arch]
+    subprocess.run([assembler, *options, "-o", str(tmp_path / "p.o"), str(PREINIT / f"{arch}.S")], check=True)
+    subprocess.run([objcopy, "-O", "binary", "-j", ".text", str(tmp_path / "p.o"), str(tmp_path / "p.bin")],
                    check=True)
-    assert CODE["x86_64"][1] == (tmp_path / "p.bin").read_bytes()
+    assert CODE[arch][1] == (tmp_path / "p.bin").read_bytes()
+
+
+def test_the_aarch64_program_is_an_arm64_static_executable(tmp_path: Path) -> None:
+    # It runs in the arm64 boot tests (tests/integration/test_arm64.py); here, its headers.
+    path = tmp_path / "init"
+    path.write_bytes(preinit_program("/nix/store/" + "a" * 32 + "-system/init", "aarch64"))
+    described = subprocess.run(["file", "-b", str(path)], capture_output=True, text=True, check=True).stdout
+    assert described.startswith("ELF 64-bit LSB executable, ARM aarch64") and "statically linked" in described
 
 
 def test_a_static_executable_with_the_default_init_at_its_end(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_static_busybox_is_usable_and_others_are_not(tmp_path: Path) -> None:
     script = tmp_path / "busybox"
     script.write_text("#!/bin/sh\n")
     assert "not an ELF executable" in (why_unusable(script) or "")
-    with pytest.raises(NetbuildError, match=r"^--busybox /bin/ls: the stage 1 needs a static x86-64 BusyBox, but it "
+    with pytest.raises(NetbuildError, match=r"^--busybox /bin/ls: the stage 1 needs a static x86_64 BusyBox, but it "
                                             r"is dynamically linked"):
         busybox_from_file(DYNAMIC)
     with pytest.raises(NetbuildError, match=r"does not exist or is not a file"):

@@ -41,7 +41,7 @@ def test_the_closures_systemd_stub_comes_first(tmp_path: Path) -> None:
 def test_then_efi_stub_then_the_hosts(tmp_path: Path) -> None:
     store, closure = store_with(tmp_path, stub=False)
     mine = tmp_path / "my.stub"
-    mine.write_bytes(b"MZ")
+    mine.write_bytes(HOST_STUB.read_bytes())  # a stub for the kernel's machine: find_stub reads its PE header
     assert find_stub(closure, store, mine).origin == "--efi-stub"
     assert find_stub(closure, store, None).file == HOST_STUB
     with pytest.raises(NetbuildError, match=r"--efi-stub .*: no such file"):
