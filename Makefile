@@ -42,6 +42,9 @@ APT_PACKAGES := qemu-system-x86 ipxe-qemu ipxe ovmf linux-image-cloud-amd64 busy
 	systemd-boot-efi osslsigncode sbsigntool openssl \
 	isolinux syslinux-common mtools dosfstools xorriso nginx wrk \
 	qemu-system-arm qemu-efi-aarch64 u-boot-qemu u-boot-tools binutils-aarch64-linux-gnu
+# qemu-utils: qemu-img, with which run-qemu creates NIX_DISK_IMAGE (the VM layouts' persistence disk,
+#   a qcow2 image; the guest formats it with BusyBox's mke2fs) and the tests read it back
+APT_PACKAGES += qemu-utils
 
 .PHONY: install system venv test test-other-release check lint demo bench clean
 

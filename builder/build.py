@@ -185,6 +185,7 @@ def _write_all(
             toplevel=plan.toplevel,
             description=f"netbuild {netbuild_version()} — recipe {plan.recipe.name}",
             boot_mib=memory.boot_mib,
+            layout=plan.recipe.layout,
             arch=plan.kernel.arch,
         ),
     }
@@ -201,6 +202,7 @@ def _write_all(
     uki = _write_uki(plan, staging, report, warnings) if plan.uki is not None else None
     artifacts = {name: file_digest(staging / name) for name in [kernel, *files]}
     artifacts[INITRD] = initrd_digest
+    artifacts.update(initrd.companions)  # what the layout wrote beside the initrd (vm-disk's store.img)
     if uki is not None:
         for name in (NETBOOT_EFI, NETBOOT_UKI_IPXE):
             artifacts[name] = file_digest(staging / name)

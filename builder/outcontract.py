@@ -10,6 +10,7 @@ name or parses manifest.json.
     netboot.ipxe                        the iPXE script; with a menu, also netboot-<entry>.ipxe
     netboot.efi, netboot-uki.ipxe       the unified kernel image (--uki), and iPXE's script chaining it
     run-qemu                            boots OUT in QEMU: the one program (0755)
+    store.img                           the vm-disk layout's store: a squashfs image run-qemu attaches
     registration, store-paths,          closureInfo's three files
       total-nar-size
     manifest.json, SHA256SUMS           what was built from what; the sha256 of every file
@@ -76,6 +77,7 @@ TOTAL_NAR_SIZE = "total-nar-size"
 MANIFEST = "manifest.json"
 SHA256SUMS = "SHA256SUMS"
 MENU_IPXE = "menu.ipxe"
+STORE_IMG = "store.img"  # the vm-disk layout's squashfs image of the closure, beside the initrd
 
 
 def kernel_artifact(arch: str) -> str:
@@ -105,6 +107,7 @@ MODES: Mapping[str, int] = {
     NETBOOT_EFI: ARTIFACT_MODE, NETBOOT_UKI_IPXE: ARTIFACT_MODE, RUN_QEMU: PROGRAM_MODE,
     REGISTRATION: ARTIFACT_MODE, STORE_PATHS: ARTIFACT_MODE,
     TOTAL_NAR_SIZE: ARTIFACT_MODE, MANIFEST: ARTIFACT_MODE, SHA256SUMS: ARTIFACT_MODE, MENU_IPXE: ARTIFACT_MODE,
+    STORE_IMG: ARTIFACT_MODE,
 }
 DIRECTORY_MODE = 0o755  # OUT's one directory, pxelinux.cfg
 NESTED = frozenset({PXELINUX_CFG})  # the artifacts in a directory of OUT: their names have one '/'
@@ -328,7 +331,7 @@ class Manifest:
 
     @cached_property
     def layout(self) -> str | None:
-        """initrd.layout: the recipe's layout ("initramfs", "squashfs")."""
+        """initrd.layout: the recipe's layout ("initramfs", "squashfs", "vm-9p", "vm-disk")."""
         layout = self._section("initrd").get("layout")
         if layout is not None and not isinstance(layout, str):
             raise _failed(self.file, "initrd.layout is not a string")

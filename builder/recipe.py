@@ -21,7 +21,11 @@ from builder.writers.squashfs import SquashfsCompression, SquashfsSpecError, par
 
 RECIPES_DIR = data_dir("recipes")
 DEFAULT_RECIPE = "netboot"
-LAYOUTS = ("initramfs", "squashfs")
+LAYOUTS = ("initramfs", "squashfs", "vm-9p", "vm-disk")
+# The layouts whose initrd starts with a stage 1 (which mounts the store, then runs init=).
+STAGE1_LAYOUTS = ("squashfs", "vm-9p", "vm-disk")
+# The layouts whose store is a squashfs image (in the initrd, or OUT/store.img beside it).
+SQUASHFS_IMAGE_LAYOUTS = ("squashfs", "vm-disk")
 INIT_PARAMETERS = ("rdinit", "init")
 # Where the squashfs layout's stage 1 comes from: the toplevel's `initrd` when it has one (auto),
 # always the toplevel's, or always netbuild's built-in one.
@@ -29,10 +33,11 @@ STAGE1_SOURCES = ("auto", "toplevel", "builtin")
 # The init parameter each layout's stage before init reads: netbuild's /init in the initramfs
 # (builder/preinit), or the stage 1 that mounts the store. rdinit= makes the kernel run init
 # straight from the initramfs instead, on a root where pivot_root fails.
-_LAYOUT_INIT_PARAMETER = {"initramfs": "init", "squashfs": "init"}
+_LAYOUT_INIT_PARAMETER = {"initramfs": "init", "squashfs": "init", "vm-9p": "init", "vm-disk": "init"}
 
 _FIELDS = {"description", "layout", "compress", "init_parameter", "kernel_params", "squashfs_compress", "stage1"}
-_SQUASHFS_FIELDS = ("squashfs_compress", "stage1")
+_SQUASHFS_FIELDS = ("squashfs_compress",)
+_STAGE1_FIELDS = ("stage1",)
 DEFAULT_SQUASHFS_COMPRESS = "zstd:19"  # as nixpkgs' netboot.squashfsCompression
 
 
@@ -45,8 +50,8 @@ class Recipe:
     init_parameter: str
     kernel_params: tuple[str, ...]
     sha256: str  # of the recipe file's bytes, recorded in the manifest
-    squashfs_compression: SquashfsCompression | None = None  # layout "squashfs" only
-    stage1: str | None = None  # layout "squashfs" only: one of STAGE1_SOURCES
+    squashfs_compression: SquashfsCompression | None = None  # SQUASHFS_IMAGE_LAYOUTS only
+    stage1: str | None = None  # STAGE1_LAYOUTS only: one of STAGE1_SOURCES
 
     def settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -57,8 +62,9 @@ class Recipe:
             "init_parameter": self.init_parameter,
             "kernel_params": list(self.kernel_params),
         }
-        if self.layout == "squashfs":
+        if self.squashfs_compression is not None:
             settings["squashfs_compress"] = str(self.squashfs_compression)
+        if self.stage1 is not None:
             settings["stage1"] = self.stage1
         return settings
 
@@ -108,26 +114,27 @@ def load_recipe(name_or_file: str) -> Recipe:
             f"recipe {where}: field 'init_parameter' must be one of {', '.join(INIT_PARAMETERS)}, "
             f"got {init_parameter!r}"
         )
-    if layout == "squashfs" and init_parameter != "init":
+    if layout in STAGE1_LAYOUTS and init_parameter != "init":
         # rdinit= would run the system's init straight from the initramfs, where /nix/store is empty.
-        raise NetbuildError(f"recipe {where}: field 'init_parameter' must be 'init' with layout 'squashfs' "
+        raise NetbuildError(f"recipe {where}: field 'init_parameter' must be 'init' with layout {layout!r} "
                             "(its stage 1 mounts the store, then runs init=)")
     squashfs_compression, stage1 = None, None
-    if layout == "squashfs":
+    if layout in SQUASHFS_IMAGE_LAYOUTS:
         spec = field("squashfs_compress", str, DEFAULT_SQUASHFS_COMPRESS)
         try:
             squashfs_compression = parse_squashfs_compression(spec)
         except SquashfsSpecError as e:
             raise NetbuildError(f"recipe {where}: field 'squashfs_compress': {e}") from None
+    else:
+        _refuse_fields(doc, where, _SQUASHFS_FIELDS, SQUASHFS_IMAGE_LAYOUTS)
+    if layout in STAGE1_LAYOUTS:
         stage1 = field("stage1", str, "auto")
         if stage1 not in STAGE1_SOURCES:
             raise NetbuildError(
                 f"recipe {where}: field 'stage1' must be one of {', '.join(STAGE1_SOURCES)}, got {stage1!r}"
             )
     else:
-        for key in _SQUASHFS_FIELDS:
-            if key in doc:
-                raise NetbuildError(f"recipe {where}: field {key!r} applies only to layout 'squashfs'")
+        _refuse_fields(doc, where, _STAGE1_FIELDS, STAGE1_LAYOUTS)
     try:
         compression = parse_compression(field("compress", str, "zstd:10"))
     except CompressionError as e:
@@ -146,3 +153,10 @@ def load_recipe(name_or_file: str) -> Recipe:
         squashfs_compression=squashfs_compression,
         stage1=stage1,
     )
+
+
+def _refuse_fields(doc: dict[str, Any], where: str, fields: tuple[str, ...], layouts: tuple[str, ...]) -> None:
+    for key in fields:
+        if key in doc:
+            names = ", ".join(f"'{name}'" for name in layouts)
+            raise NetbuildError(f"recipe {where}: field {key!r} applies only to layout {names}")

@@ -7,8 +7,11 @@ times, side by side:
   - netbuild cold (empty cache), warm (nothing changed), warm after one package changed, no cache;
   - `netbuild serve` against nginx serving the built OUT (tests/bench_serve.py);
 and reports sizes (against one zstd stream of the same archive and against per-path compression),
-peak memory from a 50 MB to a ~1 GB closure, and the time to the init marker when QEMU boots the
-image in each layout. Prints one table and, with --write FILE, writes it with the machine described.
+peak memory from a 50 MB to a ~1 GB closure, the time to the init marker when QEMU boots the
+image in each layout, and, for every layout (netboot, netboot-squashfs, vm-9p, vm-disk), "closure
+changed → init running": the build after one package changed plus the boot to the init marker.
+Prints one table and, with --write FILE, writes it with the machine described.
+`--layouts-only` builds the closure and runs only that last part.
 
 Ratios are what count (the goals in the README); absolute seconds depend on the machine.
 `--smoke` runs the same steps on a tiny closure and checks only correctness (the CI test does that).
@@ -35,8 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_serve import GOALS_AT_LEAST, ROUNDS, Comparison, compare
 from bench_serve import render as render_serving
+from support.generic_kernel import generic_kernel
 from support.nixstore import FIXTURES, nix_build, nix_path_literal, path_info
 from support.qemu import QEMU, find_kernel, kernel_release
+
+from builder.run.vmstore import store_qemu_args
 
 MB = 1_000_000
 NAME_OK = re.compile(r"[^A-Za-z0-9+\-._?=]")
@@ -174,10 +180,13 @@ def per_path_size(work: Path, paths: list[str]) -> int:
     return total
 
 
-def boot_time(kernel: Path, initrd: Path, cmdline: str, memory_mb: int, timeout: float) -> tuple[float, str]:
-    """Seconds from starting QEMU (TCG) to the init's marker, and the guest's uptime at it."""
+def boot_time(kernel: Path, initrd: Path, cmdline: str, memory_mb: int, timeout: float,
+              extra: list[str] | None = None) -> tuple[float, str]:
+    """Seconds from starting QEMU (TCG) to the init's marker, and the guest's uptime at it. `extra`: QEMU
+    arguments after the kernel's (a VM layout's store)."""
     cmd = [QEMU, "-accel", "tcg", "-m", str(memory_mb), "-no-reboot", "-display", "none", "-serial", "stdio",
-           "-monitor", "none", "-nic", "none", "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
+           "-monitor", "none", "-nic", "none", "-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline,
+           *(extra or [])]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
@@ -255,6 +264,8 @@ def main() -> int:
     parser.add_argument("--write", type=Path, metavar="FILE", help="write the table to FILE (BENCHMARKS.md)")
     parser.add_argument("--no-boot", action="store_true", help="skip the QEMU boots")
     parser.add_argument("--work", type=Path, help="working directory (default: a new one under /var/tmp)")
+    parser.add_argument("--layouts-only", action="store_true",
+                        help="only 'closure changed → init running' in every layout (builds and boots)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     kernel = find_kernel()
@@ -278,6 +289,11 @@ def main() -> int:
     info = json.loads(closure.read_text())
     paths = sorted(e["path"] for e in info)
     nar_total = sum(e["narSize"] for e in info)
+    if args.layouts_only:
+        rows = changed_to_init(work, sources, kernel, closure, nar_total)
+        print("\n".join(["| what | time | size | build + boot |", "|---|---:|---:|---:|",
+                         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)]))
+        return 0
     entries = sum(1 for p in paths for _ in _walk_entries(p))
     print(f"bench: {len(paths)} store paths, {fmt_mb(nar_total)} NAR, {entries} entries", file=sys.stderr)
 
@@ -388,6 +404,8 @@ def main() -> int:
         r.rows.append(("boot to init marker, initramfs layout (QEMU TCG)", f"{seconds:.1f} s",
                        fmt_mb(size), f"guest uptime {uptime} s"))
         r.rows.append(_squashfs_boot(closure, work, kernel, memory_mb))
+        print("bench: closure changed → init running, in every layout", file=sys.stderr)
+        r.rows += changed_to_init(work, sources, kernel, closure, nar_total)
 
     peaks = [peak for _, peak in memory] + [cold.peak_mb, warm.peak_mb, changed.peak_mb, no_cache.peak_mb]
     table = render(results, machine(), len(paths), nar_total, entries, max(peaks))
@@ -408,6 +426,48 @@ def _squashfs_boot(closure: Path, work: Path, kernel: Path, memory_mb: int) -> t
     seconds, uptime = boot_time(out / "bzImage", out / "initrd", cmdline, memory_mb, 600)
     return (f"squashfs layout: build {build.seconds:.1f} s (no cache); boot to init marker (QEMU TCG)",
             f"{seconds:.1f} s", fmt_mb((out / "initrd").stat().st_size), f"guest uptime {uptime} s")
+
+
+LAYOUTS = ("netboot", "netboot-squashfs", "vm-9p", "vm-disk")
+
+
+def changed_to_init(work: Path, sources: list[dict[str, str]], kernel: Path, closure: Path,
+                    nar_total: int) -> list[tuple[str, str, str, str]]:
+    """A developer's loop in each layout: the closure changed (one package, with another seed than the
+    other steps use, so no cache holds it), netbuild builds OUT, QEMU (TCG) boots it to the init marker.
+    Each layout's build starts from what it keeps: netboot from a segment cache warmed by a build of the
+    unchanged closure; the others keep nothing. vm-9p boots Debian's generic kernel (the cloud kernel
+    has no 9p), the rest the benchmark's kernel."""
+    changed, _ = build_closure(work, "main", sources, kernel, "3")
+    cache = work / "layouts-cache"
+    netbuild(closure, work / "layouts-warmup", "--cache-dir", str(cache), "-q")
+    host_modules = ["--modules", str(Path("/lib/modules") / kernel_release(kernel))]
+    generic = generic_kernel()
+    options = {
+        "netboot": ["--cache-dir", str(cache)],
+        "netboot-squashfs": host_modules,
+        "vm-9p": ["--kernel", str(generic.vmlinuz), "--modules", str(generic.modules),
+                  "--kernel-config", str(generic.config)],
+        "vm-disk": host_modules,
+    }
+    memory_mb = max(2048, int(3 * nar_total / (1 << 20)) + 1024)
+    store_files = [Path(e["path"]) for e in json.loads(changed.read_text())]
+    rows = []
+    for recipe in LAYOUTS:
+        out = work / f"changed-{recipe}"
+        settle(store_files)
+        build = netbuild(changed, out, "--recipe", recipe, *options[recipe], "-q")
+        layout = json.loads((out / "manifest.json").read_text())["initrd"]["layout"]
+        cmdline = (out / "kernel-params").read_text().strip()
+        seconds, _uptime = boot_time(out / "bzImage", out / "initrd", cmdline, memory_mb, 600,
+                                     store_qemu_args(layout, str(out).replace(",", ",,")))
+        image = out / "store.img"
+        size = (out / "initrd").stat().st_size + (image.stat().st_size if image.exists() else 0)
+        what = "initrd" + (" + store.img" if image.exists() else "")
+        rows.append((f"closure changed → init running, {recipe}", f"{build.seconds + seconds:.1f} s",
+                     f"{fmt_mb(size)} ({what})", f"{build.seconds:.1f} s + {seconds:.1f} s"))
+        shutil.rmtree(out)
+    return rows
 
 
 def _walk_entries(path: str):  # type: ignore[no-untyped-def]

@@ -30,6 +30,7 @@ from pathlib import Path
 from builder.arch import by_elf_machine, by_nix_system
 from builder.cache import memoized
 from builder.checks.elf import ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
+from builder.checks.vmstore import VM_LAYOUTS, vm_kernel_problem
 from builder.closure import STORE_DIR, Unresolved, owner
 from builder.errors import NetbuildError
 from builder.formats.compress import WRITTEN
@@ -60,6 +61,10 @@ def preflight(plan: BootPlan) -> list[str]:
     check_init(plan, image, warnings)
     check_cmdline(plan)
     check_compression(plan, warnings)
+    if plan.recipe.layout in VM_LAYOUTS:  # can the kernel mount the store the layout brings?
+        problem = vm_kernel_problem(plan, find_kernel_config(plan))
+        if problem is not None:
+            _refuse(plan, warnings, problem)
     if plan.recipe.layout == "initramfs":  # every store file becomes a cpio entry of its own
         check_store_files(plan, warnings)
     return warnings

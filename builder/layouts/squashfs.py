@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from builder.checks.selfcheck import check_initrd
 from builder.closure import StoreFS, owner
 from builder.errors import NetbuildError
 from builder.formats import CHUNK, Buffer
@@ -35,14 +34,15 @@ from builder.formats.compress import Compression
 from builder.formats.cpio import MAX_FILE_SIZE, CpioWriter
 from builder.formats.initrd import Member
 from builder.formats.streams import open_compressor
-from builder.layouts import Layout
-from builder.outcontract import Digest, file_digest
+from builder.layouts import Layout, write_then_read_back
+from builder.outcontract import Digest
 from builder.plan import BootPlan
 from builder.progress import QUIET, Reporter
 from builder.run.memory import pages
 from builder.stage1.archive import write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file
-from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
+from builder.stage1.modules import KernelModule, ModulesTree, resolve_modules, unresolved_optional
+from builder.stage1.needs import needs_of
 from builder.stage1.toplevel import ToplevelStage1, read_members
 from builder.writers.members import InitrdResult
 from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, write_image
@@ -58,6 +58,7 @@ class BuiltinStage1:
     modules: list[KernelModule]  # load order
     modules_origin: str
     release: str
+    lacking: tuple[str, ...] = ()  # the layout's optional modules that the tree has not (stage1/needs.py)
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,18 @@ def _prepare(plan: BootPlan) -> Prepared:
     recipe = plan.recipe
     assert recipe.squashfs_compression is not None and recipe.stage1 is not None  # the recipe loader sets both
     if not mksquashfs_available():
-        raise NetbuildError("mksquashfs is not installed, and the squashfs layout needs it "
+        raise NetbuildError(f"mksquashfs is not installed, and the {recipe.layout} layout needs it "
                             "(Debian: apt-get install squashfs-tools)")
+    return Prepared(stage1=choose_stage1(plan), squashfs=recipe.squashfs_compression)
+
+
+def choose_stage1(plan: BootPlan) -> ToplevelStage1 | BuiltinStage1:
+    """The stage 1 the recipe's `stage1` picks: the toplevel's own, or netbuild's built-in one for the
+    recipe's layout. Every layout with a stage 1 (recipe.STAGE1_LAYOUTS) chooses it here."""
+    recipe = plan.recipe
     own = plan.system_initrd
     builtin_options = [name for name, value in (("--busybox", plan.options.busybox),
                                                 ("--modules", plan.options.modules)) if value is not None]
-    stage1: ToplevelStage1 | BuiltinStage1
     if recipe.stage1 == "toplevel" or (recipe.stage1 == "auto" and own is not None):
         if own is None:
             toplevel = plan.toplevel or "the closure (no toplevel)"
@@ -87,11 +94,10 @@ def _prepare(plan: BootPlan) -> Prepared:
                 f"{' and '.join(builtin_options)} {verb} only to netbuild's built-in stage 1, but the toplevel's "
                 f"own initrd {own} is used; drop it, or use a recipe with stage1 = \"builtin\""
             )
-        stage1 = _toplevel_stage1(plan, own)
+        stage1 = toplevel_stage1(plan, own)
         _check_menu_shares(plan, stage1)
-    else:
-        stage1 = _builtin_stage1(plan)
-    return Prepared(stage1=stage1, squashfs=recipe.squashfs_compression)
+        return stage1
+    return builtin_stage1(plan)
 
 
 def _in_closure(plan: BootPlan, path: str, what: str) -> str:
@@ -115,7 +121,7 @@ def _check_menu_shares(plan: BootPlan, stage1: ToplevelStage1) -> None:
             )
 
 
-def _toplevel_stage1(plan: BootPlan, path: str) -> ToplevelStage1:
+def toplevel_stage1(plan: BootPlan, path: str) -> ToplevelStage1:
     resolved = _in_closure(plan, path, "the toplevel's initrd")
     disk = plan.store.disk_path(resolved)
     if not disk.is_file():
@@ -124,7 +130,7 @@ def _toplevel_stage1(plan: BootPlan, path: str) -> ToplevelStage1:
     return ToplevelStage1(store_path=resolved, disk=disk, size=disk.stat().st_size, members=members)
 
 
-def _builtin_stage1(plan: BootPlan) -> BuiltinStage1:
+def builtin_stage1(plan: BootPlan) -> BuiltinStage1:
     release = plan.kernel.header.release
     if not release:
         raise NetbuildError(f"{plan.kernel.origin} has no version string, so its modules cannot be matched to it")
@@ -133,13 +139,15 @@ def _builtin_stage1(plan: BootPlan) -> BuiltinStage1:
                                   f"--busybox {plan.options.busybox}")
     else:
         busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store, plan.kernel.arch)
-    tree = _modules_tree(plan, release)
-    modules = resolve_modules(tree, STAGE1_MODULES, release)
+    needs = needs_of(plan.recipe.layout)
+    tree = _modules_tree(plan, release, needs.required)
+    modules = resolve_modules(tree, needs.required, release, optional=needs.optional, layout=plan.recipe.layout)
     return BuiltinStage1(busybox=busybox, busybox_origin=busybox_origin, modules=modules,
-                         modules_origin=tree.label, release=release)
+                         modules_origin=tree.label, release=release,
+                         lacking=tuple(unresolved_optional(tree, needs.optional)))
 
 
-def _modules_tree(plan: BootPlan, release: str) -> ModulesTree:
+def _modules_tree(plan: BootPlan, release: str, wanted: tuple[str, ...]) -> ModulesTree:
     given = plan.options.modules
     if given is not None:
         directory = Path(os.path.abspath(given))
@@ -152,7 +160,7 @@ def _modules_tree(plan: BootPlan, release: str) -> ModulesTree:
     if link is None or not os.path.lexists(plan.store.disk_path(link)):
         where = "the toplevel has no kernel-modules" if link else "there is no toplevel with kernel-modules"
         raise NetbuildError(
-            f"the built-in stage 1 loads {', '.join(STAGE1_MODULES)} as kernel modules, but {where}; "
+            f"the built-in stage 1 loads {', '.join(wanted)} as kernel modules, but {where}; "
             f"pass --modules DIR (e.g. /lib/modules/{release})"
         )
     resolved = _in_closure(plan, link, "the toplevel's kernel-modules")
@@ -187,7 +195,7 @@ def _writer(dest: BinaryIO) -> Callable[[Buffer], None]:
     return write
 
 
-def _write_member(
+def write_member(
     dest: BinaryIO, role: str, compression: Compression, jobs: int, fill: Callable[[CpioWriter], None]
 ) -> Member:
     """One archive, written by fill, compressed as one member."""
@@ -202,7 +210,7 @@ def _write_member(
                   plain_size=sink.size, plain_sha256=sink.sha256.hexdigest(), entries=cpio.entries)
 
 
-def _copy_toplevel_stage1(dest: BinaryIO, stage1: ToplevelStage1) -> list[Member]:
+def copy_toplevel_stage1(dest: BinaryIO, stage1: ToplevelStage1) -> list[Member]:
     start = dest.tell()
     copied = 0
     with open(stage1.disk, "rb") as f:
@@ -238,24 +246,30 @@ def _write_image_member(dest: BinaryIO, image: Path) -> Member:
             while chunk := f.read(CHUNK):
                 cpio.data(chunk)
 
-    return _write_member(dest, "squashfs", Compression("none", None), 1, fill)
+    return write_member(dest, "squashfs", Compression("none", None), 1, fill)
+
+
+def write_stage1_members(dest: BinaryIO, plan: BootPlan, stage1: ToplevelStage1 | BuiltinStage1,
+                         report: Reporter) -> list[Member]:
+    """The stage 1 at dest's position: the toplevel's copied, or the built-in one as one member."""
+    if isinstance(stage1, ToplevelStage1):
+        report.log(f"stage 1: the toplevel's own initrd {stage1.store_path} ({len(stage1.members)} archives), as is")
+        return copy_toplevel_stage1(dest, stage1)
+    names = ", ".join(m.name for m in stage1.modules) or "none (built in)"
+    lacking = f" (not in the tree, so unavailable: {', '.join(stage1.lacking)})" if stage1.lacking else ""
+    report.log(f"stage 1: netbuild's built-in ({plan.compression}), BusyBox {stage1.busybox_origin}, "
+               f"modules {names} from {stage1.modules_origin}{lacking}")
+    builtin = stage1
+
+    def fill(cpio: CpioWriter) -> None:
+        write_stage1(cpio, busybox=builtin.busybox, modules=builtin.modules, release=builtin.release,
+                     layout=plan.recipe.layout)
+
+    return [write_member(dest, "stage1", plan.compression, plan.jobs, fill)]
 
 
 def _write(dest: BinaryIO, plan: BootPlan, prepared: Prepared, report: Reporter) -> InitrdResult:
-    stage1 = prepared.stage1
-    if isinstance(stage1, ToplevelStage1):
-        report.log(f"stage 1: the toplevel's own initrd {stage1.store_path} ({len(stage1.members)} archives), as is")
-        members = _copy_toplevel_stage1(dest, stage1)
-    else:
-        names = ", ".join(m.name for m in stage1.modules) or "none (built in)"
-        report.log(f"stage 1: netbuild's built-in ({plan.compression}), BusyBox {stage1.busybox_origin}, "
-                   f"modules {names} from {stage1.modules_origin}")
-        builtin = stage1
-
-        def fill(cpio: CpioWriter) -> None:
-            write_stage1(cpio, busybox=builtin.busybox, modules=builtin.modules, release=builtin.release)
-
-        members = [_write_member(dest, "stage1", plan.compression, plan.jobs, fill)]
+    members = write_stage1_members(dest, plan, prepared.stage1, report)
     dest.write(b"\0" * (-dest.tell() % 4))  # a plain archive must start 4-aligned; the kernel skips NULs
 
     report.log(f"squashfs: {len(plan.closure)} store paths ({prepared.squashfs})")
@@ -282,11 +296,7 @@ class SquashfsLayout(Layout[Prepared]):
         """Written whole, then read back whole: every member decompressed and parsed again (no digest
         was recorded as they were made: a stage 1 copied or compressed in one stream, an image that
         mksquashfs made)."""
-        with open(path, "wb") as f:
-            initrd = self.write(f, plan, prepared, report)
-        report.log("checking the initrd")
-        check_initrd(path, initrd.members)
-        return initrd, file_digest(path)
+        return write_then_read_back(self, path, plan, prepared, report)
 
     def rootfs_bytes(self, plan: BootPlan, initrd: InitrdResult) -> int:
         """What the kernel unpacks into its tmpfs root: the stage 1's files and nix-store.squashfs, the

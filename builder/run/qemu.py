@@ -7,6 +7,9 @@
 - http: netbuild's own HTTP server (builder.run.serve) on the host's loopback; the DHCP boot file is
   `http://10.0.2.2:PORT/<script>`, 10.0.2.2 being the host as the guest sees it.
 
+An OUT of a VM layout (vm-9p, vm-disk) also gets its store attached, as its run-qemu attaches it
+(builder/run/vmstore.py): the host's /nix/store over 9p, or store.img as a virtio disk.
+
 - cdrom, usb: an ISO image (`netbuild iso`) as the machine's CD-ROM drive, or as a USB stick on an
   xHCI controller, first in the boot order; a NIC without a boot ROM, for discs that start iPXE.
 
@@ -74,6 +77,7 @@ from builder.run.accel import choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, Outcome
 from builder.run.memory import boot_memory_mib, default_memory_mib
 from builder.run.serve import Server
+from builder.run.vmstore import out_store_args
 from builder.writers.ipxe import chain_script
 
 QEMU = X86_64.qemu  # for an x86 OUT; an arm64 one's is qemu-system-aarch64 (builder/arch.py)
@@ -334,6 +338,8 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
                 if options.uefi:
                     target = _uefi_boot_file(tftp_root, target, options.ipxe_efi or find_ipxe_snp_efi())
             command += _network(tftp_root, target, boot=True, option_rom=not options.uefi)
+        if options.via not in DISC_VIAS:
+            command += out_store_args(directory)  # the VM layouts' store: builder/run/vmstore.py
         command += list(options.qemu_args)
         yield Launch(command=command, accel=accel, server=server)
 

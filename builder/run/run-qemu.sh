@@ -32,6 +32,9 @@ if [[ -n ${QEMU_KERNEL_PARAMS:-} ]]; then
     params+=" $QEMU_KERNEL_PARAMS"
 fi
 
+# The store, when the layout brings it from outside the initrd (vm-9p, vm-disk; else nothing here).
+vm_args=()
+@vm_store@
 memory=${QEMU_MEMORY:-@memory@}
 if [[ $memory =~ ^[0-9]+$ ]] && (( memory < @boot_memory@ )); then
     echo "run-qemu: warning: QEMU_MEMORY=$memory MiB is less than the @boot_memory@ MiB this image needs to boot" >&2
@@ -55,5 +58,6 @@ exec "${QEMU:-@qemu@}" \
     -kernel "$here/@kernel@" \
     -initrd "$here/initrd" \
     -append "$params" \
+    "${vm_args[@]}" \
     ${QEMU_OPTS:-} \
     "$@"

@@ -1,10 +1,11 @@
 #!/bin/busybox sh
 # netbuild's built-in stage 1 (from builder/stage1/init.sh; netbuild fills in the @…@ values).
 #
-# It does what a NixOS netboot stage 1 does: load the modules the layout needs, loop-mount
-# /nix-store.squashfs (in this initramfs) on /nix/.ro-store, put a tmpfs on /nix/.rw-store and an
-# overlay of the two on /nix/store, all under a tmpfs root, then switch to that root and run
-# init= from the kernel command line. Kernel parameters it understands besides init=:
+# It does what a NixOS netboot stage 1 does: load the modules the layout needs, mount the store
+# read-only on /nix/.ro-store (the squashfs layout: /nix-store.squashfs in this initramfs; vm-9p: the
+# host's store over 9p; vm-disk: a virtio disk), put a writable layer on /nix/.rw-store and an
+# overlay of the two on /nix/store, all under a new root, then switch to that root and run init=
+# from the kernel command line. Kernel parameters it understands besides init=:
 #
 #   netbuild.run=PROGRAM   run one program of the closure (no switch of root; PID 1 stays here),
 #   netbuild.run="PROGRAM ARG…"   print its exit status, power off;
@@ -45,20 +46,18 @@ for word in $(cat /proc/cmdline); do
 done
 
 # Dependencies first; built-in ones are not listed. Resolved by netbuild from the modules' .modinfo.
+# A module that finds no hardware of its kind (ENODEV: crc32c-intel on a CPU without SSE4.2, which a
+# softdep may bring) is skipped, as modprobe skips it; any other failure stops the boot.
 for module in @modules@; do
-    insmod "/lib/modules/@release@/$module" || fail "cannot load kernel module $module"
+    error=$(insmod "/lib/modules/@release@/$module" 2>&1) || case $error in
+        *"No such device"*) ;;
+        *) echo "$error"; fail "cannot load kernel module $module" ;;
+    esac
 done
 
-[ -f /nix-store.squashfs ] || fail "no /nix-store.squashfs in the initrd"
-mount -t tmpfs -o mode=0755 tmpfs /mnt-root || fail "cannot mount the root tmpfs"
-mkdir -p /mnt-root/nix/.ro-store /mnt-root/nix/.rw-store /mnt-root/nix/store
-mount -t squashfs -o loop,ro /nix-store.squashfs /mnt-root/nix/.ro-store ||
-    fail "cannot mount /nix-store.squashfs (does the kernel support squashfs and its compression?)"
-mount -t tmpfs -o mode=0755 tmpfs /mnt-root/nix/.rw-store || fail "cannot mount /nix/.rw-store"
-mkdir -p /mnt-root/nix/.rw-store/store /mnt-root/nix/.rw-store/work
-mount -t overlay overlay \
-    -o lowerdir=/mnt-root/nix/.ro-store,upperdir=/mnt-root/nix/.rw-store/store,workdir=/mnt-root/nix/.rw-store/work \
-    /mnt-root/nix/store || fail "cannot mount the overlay on /nix/store"
+# The store, as the layout brings it (builder/stage1/store-<layout>.sh, chosen at build time): the
+# new root on /mnt-root, with the store on /mnt-root/nix/store.
+. /lib/netbuild/store.sh
 
 if [ -n "$run" ] || [ -n "$shell" ]; then
     # Stay in this root, where BusyBox is, and see the store at the same path as in the new root.

@@ -38,7 +38,7 @@ from builder.formats.kmod import (
     read_module,
 )
 
-# What the squashfs layout's stage 1 mounts with, in the order it uses them.
+# What the squashfs layout's stage 1 mounts with, in the order it uses them (every layout's: stage1/needs.py).
 STAGE1_MODULES = ("loop", "squashfs", "overlay")
 # Links to the kernel's build and source trees: large, and never modules.
 _SKIPPED_TOP = {"build", "source"}
@@ -174,14 +174,17 @@ class ModulesTree:
         return KernelModule(name=name, relpath=relpath, elf=elf, info=info)
 
 
-def resolve_modules(tree: ModulesTree, wanted: tuple[str, ...], kernel_release: str) -> list[KernelModule]:
-    """The modules to load for `wanted`, dependencies first; built-in ones are left out."""
+def resolve_modules(tree: ModulesTree, wanted: tuple[str, ...], kernel_release: str, *,
+                    optional: tuple[str, ...] = (), layout: str = "squashfs") -> list[KernelModule]:
+    """The modules to load for `wanted`, dependencies first; built-in ones are left out. `optional`
+    ones are added when the tree has them (or they are built in) and skipped otherwise
+    (unresolved_optional names those)."""
     order: list[KernelModule] = []
     done: set[str] = set()
     visiting: list[str] = []
 
     def missing(name: str, needed_by: str | None) -> NetbuildError:
-        why = f"module {needed_by} depends on {name}" if needed_by else f"the squashfs layout's stage 1 needs {name}"
+        why = f"module {needed_by} depends on {name}" if needed_by else f"the {layout} layout's stage 1 needs {name}"
         listed = ("modules.builtin does not list it" if tree.has_builtin_list
                   else "the tree has no modules.builtin to say it is built in")
         return NetbuildError(f"{tree.label}: {why}, but there is no such module and {listed}")
@@ -215,7 +218,16 @@ def resolve_modules(tree: ModulesTree, wanted: tuple[str, ...], kernel_release: 
 
     for name in wanted:
         visit(name, None, soft=False)
+    for name in optional:
+        if normalize_name(name) in tree.files:
+            visit(name, None, soft=False)
     return order
+
+
+def unresolved_optional(tree: ModulesTree, optional: tuple[str, ...]) -> list[str]:
+    """The optional modules that are neither in the tree nor built in: what the stage 1 will lack."""
+    return [name for name in optional
+            if normalize_name(name) not in tree.files and normalize_name(name) not in tree.builtin]
 
 
 def _check_vermagic(tree: ModulesTree, module: KernelModule, kernel_release: str) -> None:

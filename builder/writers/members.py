@@ -23,6 +23,8 @@ class InitrdResult:
     members: list[Member]  # in file order from offset 0; only NUL padding may lie between two members
     registration: bytes  # the nix-path-registration shipped in the initrd
     reused: tuple[int, int] | None = None  # (groups taken from the cache, groups), when a cache was used
+    # Files the layout wrote beside the initrd in OUT (vm-disk's store.img): name → (size, sha256).
+    companions: tuple[tuple[str, tuple[int, str]], ...] = ()
 
     @property
     def plain_size(self) -> int:

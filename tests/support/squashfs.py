@@ -101,8 +101,10 @@ class SerialConsole:
     helper plays one. Every method fails with the console's tail when what it waits for never comes.
     """
 
-    def __init__(self, kernel: Path, initrd: Path, append: str, *, memory_mb: int = 512) -> None:
-        self.command = qemu_command(kernel, initrd, append, memory_mb)
+    def __init__(self, kernel: Path, initrd: Path, append: str, *, memory_mb: int = 512,
+                 extra: tuple[str, ...] = ()) -> None:
+        """extra: QEMU arguments after the kernel's (a VM layout's store)."""
+        self.command = [*qemu_command(kernel, initrd, append, memory_mb), *extra]
         self._proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT)
         assert self._proc.stdout is not None

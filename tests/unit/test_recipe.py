@@ -26,6 +26,9 @@ def test_builtin_netboot_recipe() -> None:
         ("init_parameter = 'boot'\n", "field 'init_parameter'"),
         ("kernel_params = ['a b']\n", "field 'kernel_params'"),
         ("layout = \n", "not valid TOML"),
+        ("layout = 'vm-9p'\nsquashfs_compress = 'xz'\n", "field 'squashfs_compress' applies only to layout"),
+        ("layout = 'vm-disk'\ninit_parameter = 'rdinit'\n", "must be 'init' with layout 'vm-disk'"),
+        ("layout = 'vm-9p'\nstage1 = 'mine'\n", "field 'stage1' must be one of"),
     ],
 )
 def test_bad_recipe_names_file_and_field(tmp_path: Path, text: str, message: str) -> None:
