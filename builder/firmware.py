@@ -26,6 +26,10 @@ AAVMF_CANDIDATES = (
 )
 # U-Boot built for QEMU's arm64 virt machine, started with -bios (Debian: u-boot-qemu).
 UBOOT_CANDIDATES = (Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"), Path("/usr/share/u-boot/qemu_arm64/u-boot.bin"))
+# Where qemu_arm64's U-Boot keeps its environment (its defconfig: ENV_IS_IN_FLASH, ENV_ADDR 0x4000000,
+# ENV_SIZE 0x40000): the start of virt's second flash bank, which is 64 MiB.
+UBOOT_ENV_SIZE = 0x40000
+VIRT_FLASH_SIZE = 64 << 20
 # Debian's OVMF with its test keys enrolled (README.Debian: "for testing purposes only"): its db
 # trusts /usr/share/ovmf/PkKek-1-snakeoil.pem, whose key signs test images.
 SECURE_BOOT_OVMF = (Path("/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"))

@@ -55,9 +55,18 @@ from urllib.parse import quote
 
 from builder.arch import AARCH64, X86_64, Arch
 from builder.errors import NetbuildError
-from builder.firmware import find_aavmf, find_ipxe_snp_efi, find_ovmf, find_secure_boot_ovmf, find_uboot
+from builder.firmware import (
+    UBOOT_ENV_SIZE,
+    VIRT_FLASH_SIZE,
+    find_aavmf,
+    find_ipxe_snp_efi,
+    find_ovmf,
+    find_secure_boot_ovmf,
+    find_uboot,
+)
 from builder.formats.iso import is_iso, read_file, read_iso
 from builder.formats.kernel import KernelImageError, read_kernel_header
+from builder.formats.ubootenv import UbootEnvError, default_environment, environment_image
 from builder.outcontract import (
     BOOT_SCR,
     BZIMAGE,
@@ -277,6 +286,22 @@ def _check_options(directory: Path, options: BootOptions) -> None:
         raise NetbuildError("--append: kernel parameters must be one line")
 
 
+def _uboot_env(uboot: Path, tmp: Path) -> Path:
+    """The board's saved environment: U-Boot's default one with boot_script_dhcp=boot.scr.uimg, as
+    `setenv boot_script_dhcp boot.scr.uimg; saveenv` leaves it. U-Boot up to 2024.07 (Debian 12's
+    2023.01) has it by default, and its DHCP boot target runs the script; U-Boot with bootstd only
+    (Debian 13's 2025.01) has not, and without it fetches the boot file only as an EFI program."""
+    try:
+        entries = default_environment(uboot.read_bytes())
+        entries["boot_script_dhcp"] = BOOT_SCR
+        image = environment_image(entries, UBOOT_ENV_SIZE)
+    except (OSError, UbootEnvError) as e:
+        raise NetbuildError(f"{uboot}: cannot make its environment: {e}") from None
+    flash = tmp / "uboot-env.fd"
+    flash.write_bytes(image + b"\xff" * (VIRT_FLASH_SIZE - len(image)))  # erased flash reads 0xff
+    return flash
+
+
 @contextmanager
 def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda _: None) -> Iterator[Launch]:
     """The QEMU command for `options`, with its temporary files and HTTP server alive while in use."""
@@ -309,7 +334,9 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
             command += _network(None, None, boot=False, option_rom=False)
         elif options.via == "uboot":
             # U-Boot's DHCP boot target fetches boot.scr.uimg from the TFTP server: the directory.
-            command += ["-bios", str(find_uboot()), *_network(directory, BOOT_SCR, boot=False, option_rom=False)]
+            uboot = find_uboot()
+            command += ["-bios", str(uboot), "-drive", f"if=pflash,format=raw,unit=1,file={_uboot_env(uboot, tmp)}",
+                        *_network(directory, BOOT_SCR, boot=False, option_rom=False)]
         elif options.via == "direct":
             command += _network(None, None, boot=False)
             params = (directory / KERNEL_PARAMS).read_text(encoding="utf-8").strip()

@@ -102,7 +102,7 @@ def test_boots_with_exactly_the_closure(layout: str, via: str, outs: dict[str, P
     expect = MARKER if layout == "whole-store" else OVERLAY_OK
     run = netbuild_boot(out, "--via", via, "--expect", expect)
     assert run.returncode == 0, run.explain()
-    assert "qemu-system-aarch64 -accel tcg -machine virt -cpu cortex-a57" in run.stderr
+    assert "qemu-system-aarch64 -accel tcg -machine virt -cpu max,pauth-impdef=on" in run.stderr
     firmware = {"direct": "-kernel", "uefi-http": "/AAVMF_CODE.fd", "uboot": "/qemu_arm64/u-boot.bin"}[via]
     assert firmware in run.stderr, run.stderr  # booted the way it says, not directly each time
     if via == "uboot":  # U-Boot ran the script and read the configuration over TFTP

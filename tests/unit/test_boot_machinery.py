@@ -120,7 +120,7 @@ def test_arm64_commands(arm64_out: Path) -> None:
     with prepared_launch(arm64_out, BootOptions(accel="auto", memory_mib=600)) as launch:
         cmd = launch.command
         # TCG whatever KVM can do: KVM runs only the host's own architecture.
-        assert cmd[:7] == ["qemu-system-aarch64", "-accel", "tcg", "-machine", "virt", "-cpu", "cortex-a57"]
+        assert cmd[:7] == ["qemu-system-aarch64", "-accel", "tcg", "-machine", "virt", "-cpu", "max,pauth-impdef=on"]
         assert _value(cmd, "-kernel") == str(arm64_out / "Image") and "graphics=off" not in cmd
     with prepared_launch(arm64_out, BootOptions(via="uefi-http", accel="tcg", memory_mib=600)) as launch:
         assert any(a.endswith("file=/usr/share/AAVMF/AAVMF_CODE.fd") for a in launch.command)
