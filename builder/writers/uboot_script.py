@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from builder.arch import Arch
 from builder.formats.uimage import script_image
-from builder.outcontract import PXELINUX_CFG
+from builder.outcontract import BOOT_SCR, PXELINUX_CFG
 
 IMAGE_NAME = "netbuild"  # ih_name: what U-Boot prints when it runs the script
+# The script's first line on the console: U-Boot 2025's bootstd runs a script without a word of its own.
+RUNNING = f"netbuild: {BOOT_SCR} runs pxe get"
 
 
 def boot_script(*, toplevel: str | None, description: str) -> bytes:
@@ -23,6 +25,7 @@ def boot_script(*, toplevel: str | None, description: str) -> bytes:
         f"# {description}\n"
         f"# Boots {toplevel or 'the closure'} through {PXELINUX_CFG}, over TFTP from the server that\n"
         "# served this script.\n"
+        f"echo {RUNNING}\n"
         "pxe get && pxe boot\n"
         f"echo netbuild: booting {PXELINUX_CFG} failed\n"
     ).encode()

@@ -39,6 +39,7 @@ from support.nixstore import FIXTURES, nix_build, nix_path_literal
 from support.squashfs import RECIPE, FixtureClosure, fixture_closure
 
 from builder.formats.uimage import read_script
+from builder.writers.uboot_script import RUNNING
 
 pytestmark = [pytest.mark.boot, pytest.mark.nix]
 
@@ -106,7 +107,7 @@ def test_boots_with_exactly_the_closure(layout: str, via: str, outs: dict[str, P
     firmware = {"direct": "-kernel", "uefi-http": "/AAVMF_CODE.fd", "uboot": "/qemu_arm64/u-boot.bin"}[via]
     assert firmware in run.stderr, run.stderr  # booted the way it says, not directly each time
     if via == "uboot":  # U-Boot ran the script and read the configuration over TFTP
-        assert "## Executing script at" in run.console and "Retrieving file: pxelinux.cfg/default" in run.console
+        assert RUNNING in run.console and "Retrieving file: pxelinux.cfg/default" in run.console
     if via == "uefi-http":
         assert "EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path" in run.console
     if layout == "squashfs":
