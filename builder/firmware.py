@@ -2,7 +2,8 @@
 (and Debian's Secure Boot test build of it), iPXE for BIOS and for UEFI; for arm64, AAVMF (edk2
 for QEMU's virt machine) and U-Boot's qemu_arm64 build. Debian/Ubuntu's paths
 first, then other distributions'. One place, so that `netbuild boot` and `netbuild iso` look in
-the same ones.
+the same ones. Also what a firmware keeps between boots that `netbuild boot` gives it: U-Boot's
+saved environment (uboot_env_flash).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.errors import NetbuildError
+from builder.formats.ubootenv import UbootEnvError, default_environment, environment_image
+from builder.outcontract import BOOT_SCR
 
 # OVMF as distributions install it: (code, variables template).
 OVMF_CANDIDATES = (
@@ -85,3 +88,19 @@ def _first_program(candidates: tuple[Path, ...], what: str, advice: str, *, sepa
     if found is None:
         raise NetbuildError(f"{what} not found (looked for {candidates[0]} and others){separator} {advice}")
     return found
+
+
+def uboot_env_flash(uboot: Path, directory: Path) -> Path:
+    """The board's saved environment: U-Boot's default one with boot_script_dhcp=boot.scr.uimg, as
+    `setenv boot_script_dhcp boot.scr.uimg; saveenv` leaves it. U-Boot up to 2024.07 (Debian 12's
+    2023.01) has it by default, and its DHCP boot target runs the script; U-Boot with bootstd only
+    (Debian 13's 2025.01) has not, and without it fetches the boot file only as an EFI program."""
+    try:
+        entries = default_environment(uboot.read_bytes())
+        entries["boot_script_dhcp"] = BOOT_SCR
+        image = environment_image(entries, UBOOT_ENV_SIZE)
+    except (OSError, UbootEnvError) as e:
+        raise NetbuildError(f"{uboot}: cannot make its environment: {e}") from None
+    flash = directory / "uboot-env.fd"
+    flash.write_bytes(image + b"\xff" * (VIRT_FLASH_SIZE - len(image)))  # erased flash reads 0xff
+    return flash

@@ -56,35 +56,28 @@ from urllib.parse import quote
 from builder.arch import AARCH64, X86_64, Arch
 from builder.errors import NetbuildError
 from builder.firmware import (
-    UBOOT_ENV_SIZE,
-    VIRT_FLASH_SIZE,
     find_aavmf,
     find_ipxe_snp_efi,
     find_ovmf,
     find_secure_boot_ovmf,
     find_uboot,
+    uboot_env_flash,
 )
-from builder.formats.iso import is_iso, read_file, read_iso
-from builder.formats.kernel import KernelImageError, read_kernel_header
-from builder.formats.ubootenv import UbootEnvError, default_environment, environment_image
+from builder.formats.iso import is_iso
 from builder.outcontract import (
     BOOT_SCR,
-    BZIMAGE,
     INITRD,
     KERNEL_PARAMS,
-    MANIFEST,
     NETBOOT_EFI,
     NETBOOT_IPXE,
     PXELINUX_CFG,
-    ManifestError,
     kernel_artifact,
     kernel_in,
-    parse_manifest,
-    read_manifest,
 )
 from builder.run.accel import choose_accelerator
 from builder.run.console import ConsoleWatcher, Ending, Outcome
-from builder.run.memory import boot_memory_mib, default_memory_mib
+from builder.run.image_memory import boot_memory_of
+from builder.run.memory import default_memory_mib
 from builder.run.serve import Server
 from builder.run.vmstore import out_store_args
 from builder.writers.ipxe import chain_script
@@ -286,22 +279,6 @@ def _check_options(directory: Path, options: BootOptions) -> None:
         raise NetbuildError("--append: kernel parameters must be one line")
 
 
-def _uboot_env(uboot: Path, tmp: Path) -> Path:
-    """The board's saved environment: U-Boot's default one with boot_script_dhcp=boot.scr.uimg, as
-    `setenv boot_script_dhcp boot.scr.uimg; saveenv` leaves it. U-Boot up to 2024.07 (Debian 12's
-    2023.01) has it by default, and its DHCP boot target runs the script; U-Boot with bootstd only
-    (Debian 13's 2025.01) has not, and without it fetches the boot file only as an EFI program."""
-    try:
-        entries = default_environment(uboot.read_bytes())
-        entries["boot_script_dhcp"] = BOOT_SCR
-        image = environment_image(entries, UBOOT_ENV_SIZE)
-    except (OSError, UbootEnvError) as e:
-        raise NetbuildError(f"{uboot}: cannot make its environment: {e}") from None
-    flash = tmp / "uboot-env.fd"
-    flash.write_bytes(image + b"\xff" * (VIRT_FLASH_SIZE - len(image)))  # erased flash reads 0xff
-    return flash
-
-
 @contextmanager
 def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda _: None) -> Iterator[Launch]:
     """The QEMU command for `options`, with its temporary files and HTTP server alive while in use."""
@@ -335,7 +312,8 @@ def prepared_launch(directory: Path, options: BootOptions, *, log: Log = lambda 
         elif options.via == "uboot":
             # U-Boot's DHCP boot target fetches boot.scr.uimg from the TFTP server: the directory.
             uboot = find_uboot()
-            command += ["-bios", str(uboot), "-drive", f"if=pflash,format=raw,unit=1,file={_uboot_env(uboot, tmp)}",
+            env = uboot_env_flash(uboot, tmp)  # the board's saved environment (builder/firmware.py)
+            command += ["-bios", str(uboot), "-drive", f"if=pflash,format=raw,unit=1,file={env}",
                         *_network(directory, BOOT_SCR, boot=False, option_rom=False)]
         elif options.via == "direct":
             command += _network(None, None, boot=False)
@@ -442,38 +420,6 @@ def _memory(directory: Path, options: BootOptions) -> int:
     if options.memory_mib is not None:
         return options.memory_mib
     return default_memory_mib(boot_memory_of(directory))
-
-
-def boot_memory_of(directory: Path) -> int:
-    """What the directory's image (or the ISO's) needs to boot: manifest.json's statement when
-    netbuild wrote it, else the same rule applied to the files, guessing the initrd unpacks to four
-    times its size."""
-    if is_iso(directory):
-        return _disc_memory(directory)
-    try:
-        return read_manifest(directory).boot_mib
-    except ManifestError:
-        pass
-    try:
-        initrd_bytes = (directory / INITRD).stat().st_size
-        init_size = read_kernel_header(directory / (kernel_in(set(os.listdir(directory))) or BZIMAGE)).init_size
-    except (OSError, KernelImageError):
-        initrd_bytes, init_size = 0, 0
-    return boot_memory_mib(kernel_init_size=init_size, initrd_bytes=initrd_bytes, rootfs_bytes=4 * initrd_bytes)
-
-
-def _disc_memory(iso: Path) -> int:
-    """A disc of an OUT carries its manifest.json; a chain ISO's image is not on it (the floor)."""
-    listing = read_iso(iso)
-    manifest = listing.file(f"/{MANIFEST}")
-    try:
-        if manifest is not None:
-            return parse_manifest(read_file(iso, manifest), iso / MANIFEST).boot_mib
-    except ManifestError:
-        pass
-    initrd = listing.file("/initrd")
-    size = initrd.size if initrd is not None else 0
-    return boot_memory_mib(kernel_init_size=0, initrd_bytes=size, rootfs_bytes=4 * size)
 
 
 def _shell_quote(arg: str) -> str:
