@@ -258,8 +258,7 @@ def fixed_clock(seconds: int) -> Iterator[None]:
         strftime=time.strftime, strptime=time.strptime, struct_time=time.struct_time,
     )
     saved = [module.time for module in _PYCDLIB_MODULES]
-    # The ignores: mypy types each module's `time` as the time module, and the stand-in is not one;
-    # it has every function pycdlib calls there, which is what the tests of the ISO's dates check.
+    # The ignores: mypy types each module's `time` as the time module; the stand-in has what pycdlib calls.
     try:
         for module in _PYCDLIB_MODULES:
             module.time = clock  # type: ignore[attr-defined]
