@@ -172,11 +172,9 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int, workers: int | N
 
     server = Server(list(dirs), bind=bind, port=port, log=say)
 
-    class _Stop(BaseException):
-        pass
-
     def stop(_signum: int, _frame: object) -> None:
-        raise _Stop
+        # Not an exception: one raised here could land between an answer and its log line.
+        server.stop()
 
     # Ctrl-C or SIGTERM is how a server is meant to end: quietly, with status 0.
     signal.signal(signal.SIGINT, stop)
@@ -185,7 +183,6 @@ def serve_command(dirs: tuple[Path, ...], bind: str, port: int, workers: int | N
         for prefix, root in server.tree.roots.items():
             say(f"serving {root} at {server.url}{prefix + '/' if prefix else ''}")
         server.serve_forever(workers or default_workers())
-    except _Stop:
         say("stopped")
     finally:
         server.close()

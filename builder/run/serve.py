@@ -358,6 +358,11 @@ class Server:
         ones (builder/run/serve_workers.py); fork before any thread is started."""
         serve_in_processes(self._loop, workers)
 
+    def stop(self) -> None:
+        """Make serve_forever return (safe in a signal handler): it finishes the answer it is at,
+        log line included, and returns within the event loop's poll interval."""
+        self._loop.shutdown()
+
     def close(self) -> None:
         if self._thread is not None:
             self._loop.shutdown()

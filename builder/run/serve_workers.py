@@ -8,7 +8,8 @@ every process is woken for a new connection, and those that lose the race must g
 waiting, not block in accept().
 
 The parent serves too and owns the children: on its way out (SIGTERM, Ctrl-C) it stops them and
-waits for them. A child dies with its parent even if the parent is killed outright (SIGKILL):
+waits for them; each process stops between two answers, so every answer sent has its log line.
+A child dies with its parent even if the parent is killed outright (SIGKILL):
 PR_SET_PDEATHSIG. The command writes each log line whole and flushes it (one write), and a line
 is shorter than PIPE_BUF (what it echoes is clipped), so the processes' lines do not mix, on a
 pipe or in a file.
@@ -28,6 +29,8 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 class Serving(Protocol):
     def serve_forever(self) -> None: ...
+
+    def shutdown(self) -> None: ...  # serve_forever returns soon after, having finished what it was doing
 
 
 def serve_in_processes(httpd: Serving, workers: int) -> None:
@@ -66,7 +69,9 @@ def _child(httpd: Serving, parent: int, mask: set[int | signal.Signals]) -> None
     """A worker's whole life; it never returns into the caller's code (which would, e.g., print
     the command's own closing line)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Stopped between two answers, never between an answer and its log line (the default action
+    # would end the process wherever it is).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: httpd.shutdown())
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     code = 0
