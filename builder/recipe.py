@@ -30,10 +30,10 @@ INIT_PARAMETERS = ("rdinit", "init")
 # Where the squashfs layout's stage 1 comes from: the toplevel's `initrd` when it has one (auto),
 # always the toplevel's, or always netbuild's built-in one.
 STAGE1_SOURCES = ("auto", "toplevel", "builtin")
-# The init parameter each layout's stage before init reads: netbuild's /init in the initramfs
-# (builder/preinit), or the stage 1 that mounts the store. rdinit= makes the kernel run init
-# straight from the initramfs instead, on a root where pivot_root fails.
-_LAYOUT_INIT_PARAMETER = {"initramfs": "init", "squashfs": "init", "vm-9p": "init", "vm-disk": "init"}
+# The init parameter: init= in every layout, read by what runs before init — netbuild's /init in the
+# initramfs (builder/preinit) or the stage 1 that mounts the store. rdinit= makes the kernel run
+# init straight from the initramfs instead, on a root where pivot_root fails.
+DEFAULT_INIT_PARAMETER = "init"
 
 _FIELDS = {"description", "layout", "compress", "init_parameter", "kernel_params", "squashfs_compress", "stage1"}
 _SQUASHFS_FIELDS = ("squashfs_compress",)
@@ -108,7 +108,7 @@ def load_recipe(name_or_file: str) -> Recipe:
     layout = field("layout", str, "initramfs")
     if layout not in LAYOUTS:
         raise NetbuildError(f"recipe {where}: field 'layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    init_parameter = field("init_parameter", str, _LAYOUT_INIT_PARAMETER[layout])
+    init_parameter = field("init_parameter", str, DEFAULT_INIT_PARAMETER)
     if init_parameter not in INIT_PARAMETERS:
         raise NetbuildError(
             f"recipe {where}: field 'init_parameter' must be one of {', '.join(INIT_PARAMETERS)}, "

@@ -30,7 +30,7 @@ from pathlib import Path
 from builder.arch import by_elf_machine, by_nix_system
 from builder.cache import memoized
 from builder.checks.elf import ElfInfo, ElfReadError, Found, is_elf, missing_libraries, read_elf
-from builder.checks.vmstore import VM_LAYOUTS, vm_kernel_problem
+from builder.checks.vmstore import vm_kernel_problem
 from builder.closure import STORE_DIR, Unresolved, owner
 from builder.errors import NetbuildError
 from builder.formats.compress import WRITTEN
@@ -60,11 +60,10 @@ def preflight(plan: BootPlan) -> list[str]:
     check_system(plan)
     check_init(plan, image, warnings)
     check_cmdline(plan)
-    check_compression(plan, warnings)
-    if plan.recipe.layout in VM_LAYOUTS:  # can the kernel mount the store the layout brings?
-        problem = vm_kernel_problem(plan, find_kernel_config(plan))
-        if problem is not None:
-            _refuse(plan, warnings, problem)
+    config = find_kernel_config(plan)  # once: it may unpack the kernel to find an embedded one
+    check_compression(plan, config, warnings)
+    if (problem := vm_kernel_problem(plan, config)) is not None:  # can it mount the layout's store?
+        _refuse(plan, warnings, problem)
     if plan.recipe.layout == "initramfs":  # every store file becomes a cpio entry of its own
         check_store_files(plan, warnings)
     return warnings
@@ -273,8 +272,7 @@ def find_kernel_config(plan: BootPlan) -> KernelConfig | None:
         raise NetbuildError(f"{plan.kernel.origin}: cannot read: {e.strerror}") from None
 
 
-def check_compression(plan: BootPlan, warnings: list[str]) -> None:
-    config = find_kernel_config(plan)
+def check_compression(plan: BootPlan, config: KernelConfig | None, warnings: list[str]) -> None:
     if config is None:
         return  # nothing to go by: the kernel's own boot will tell
     if not config.enabled(INITRD_OPTION):

@@ -14,13 +14,12 @@ from builder.formats.kconfig import KernelConfig
 from builder.plan import BootPlan
 from builder.stage1.needs import NEEDS
 
-VM_LAYOUTS = ("vm-9p", "vm-disk")
-
 
 def vm_kernel_problem(plan: BootPlan, config: KernelConfig | None) -> str | None:
-    """What makes the kernel unable to boot the plan's VM layout, or None."""
+    """What makes the kernel unable to boot the plan's layout (the kernel options its stage 1 needs,
+    stage1/needs.py: the VM layouts'), or None."""
     needs = NEEDS.get(plan.recipe.layout)
-    if config is None or needs is None or plan.recipe.layout not in VM_LAYOUTS:
+    if config is None or needs is None:
         return None
     unset = [(option, why) for option, why in needs.options if not config.enabled(option)]
     if not unset:

@@ -42,7 +42,7 @@ from builder.run.memory import pages
 from builder.stage1.archive import write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file
 from builder.stage1.modules import KernelModule, ModulesTree, resolve_modules, unresolved_optional
-from builder.stage1.needs import needs_of
+from builder.stage1.needs import NEEDS
 from builder.stage1.toplevel import ToplevelStage1, read_members
 from builder.writers.members import InitrdResult
 from builder.writers.squashfs import SquashfsCompression, mksquashfs_available, write_image
@@ -139,7 +139,7 @@ def builtin_stage1(plan: BootPlan) -> BuiltinStage1:
                                   f"--busybox {plan.options.busybox}")
     else:
         busybox_origin, busybox = busybox_from_closure(plan.closure, plan.store, plan.kernel.arch)
-    needs = needs_of(plan.recipe.layout)
+    needs = NEEDS[plan.recipe.layout]
     tree = _modules_tree(plan, release, needs.required)
     modules = resolve_modules(tree, needs.required, release, optional=needs.optional, layout=plan.recipe.layout)
     return BuiltinStage1(busybox=busybox, busybox_origin=busybox_origin, modules=modules,

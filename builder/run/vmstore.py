@@ -15,19 +15,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from builder.closure import STORE_DIR
 from builder.outcontract import STORE_IMG, ManifestError, read_manifest
 
 STORE_TAG = "nix-store"  # qemu-vm.nix's mount tag for the host's store
 STORE_SERIAL = "netbuild-store"
 ROOT_SERIAL = "netbuild-root"  # NIX_DISK_IMAGE's disk
-HOST_STORE = "/nix/store"
 
 
 def store_qemu_args(layout: str, out: str) -> list[str]:
     """QEMU's arguments attaching the layout's store; `out` is OUT's directory as a QEMU option value
     (commas doubled). None for the layouts whose store is in the initrd."""
     if layout == "vm-9p":
-        return ["-virtfs", f"local,path={HOST_STORE},security_model=none,mount_tag={STORE_TAG},readonly=on"]
+        return ["-virtfs", f"local,path={STORE_DIR},security_model=none,mount_tag={STORE_TAG},readonly=on"]
     if layout == "vm-disk":
         return ["-drive", f"file={out}/{STORE_IMG},if=none,id=store,format=raw,readonly=on",
                 "-device", f"virtio-blk-pci,drive=store,serial={STORE_SERIAL}"]

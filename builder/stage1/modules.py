@@ -38,8 +38,6 @@ from builder.formats.kmod import (
     read_module,
 )
 
-# What the squashfs layout's stage 1 mounts with, in the order it uses them (every layout's: stage1/needs.py).
-STAGE1_MODULES = ("loop", "squashfs", "overlay")
 # Links to the kernel's build and source trees: large, and never modules.
 _SKIPPED_TOP = {"build", "source"}
 _MAX_DEPTH = 16  # a module tree is a few levels deep; deeper means a symlink loop

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.stage1.modules import STAGE1_MODULES
-
 
 @dataclass(frozen=True)
 class LayoutNeeds:
@@ -32,6 +30,8 @@ class LayoutNeeds:
     options: tuple[tuple[str, str], ...]  # (CONFIG_…, what it is for), every one needed
 
 
+# What the squashfs layout's stage 1 mounts with, in the order it uses them.
+STAGE1_MODULES = ("loop", "squashfs", "overlay")
 _VIRTIO = (("CONFIG_VIRTIO_PCI", "virtio devices on QEMU's PCI bus"),)
 _OVERLAY = (("CONFIG_OVERLAY_FS", "the writable overlay on /nix/store"),)
 _9P = (("CONFIG_NET_9P", "the 9p protocol"), ("CONFIG_NET_9P_VIRTIO", "9p over virtio"),
@@ -53,5 +53,3 @@ NEEDS: dict[str, LayoutNeeds] = {
 }
 
 
-def needs_of(layout: str) -> LayoutNeeds:
-    return NEEDS[layout]

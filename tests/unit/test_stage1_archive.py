@@ -19,7 +19,8 @@ from builder.errors import NetbuildError
 from builder.formats.cpio import CpioWriter, read_archive
 from builder.stage1.archive import init_script, write_stage1
 from builder.stage1.busybox import busybox_from_closure, busybox_from_file, why_unusable
-from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules
+from builder.stage1.modules import KernelModule, ModulesTree, resolve_modules
+from builder.stage1.needs import STAGE1_MODULES
 
 pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
 

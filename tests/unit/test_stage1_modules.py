@@ -14,8 +14,8 @@ from support.qemu import find_kernel, kernel_release
 
 from builder.closure import StoreFS
 from builder.errors import NetbuildError
-from builder.stage1.modules import STAGE1_MODULES, KernelModule, ModulesTree, resolve_modules, unresolved_optional
-from builder.stage1.needs import needs_of
+from builder.stage1.modules import KernelModule, ModulesTree, resolve_modules, unresolved_optional
+from builder.stage1.needs import NEEDS, STAGE1_MODULES
 
 pytestmark = pytest.mark.kernel  # Debian's kernel, its modules and kmod's tools
 
@@ -189,11 +189,11 @@ def test_the_vm_disk_modules_on_debian(debian: ModulesTree, release: str) -> Non
     """vm-disk's required modules, the ones kmod loads (dependencies first; independent ones may come in
     another order than modprobe's); of its optional ones, what the cloud kernel lacks
     (9p: `# CONFIG_NET_9P is not set`) is named, not shipped, and ext4, built in, is neither."""
-    needs = needs_of("vm-disk")
+    needs = NEEDS["vm-disk"]
     modules = resolve_modules(debian, needs.required, release, optional=needs.optional, layout="vm-disk")
     assert sorted(m.relpath for m in modules) == sorted(modprobe_order(release, *needs.required))
     assert_dependencies_first(modules)
     assert unresolved_optional(debian, needs.optional) == ["9p", "9pnet_virtio"]
     with pytest.raises(NetbuildError, match=r"^debian: the vm-9p layout's stage 1 needs 9p, but there is no such "
                                             "module and modules.builtin does not list it$"):
-        resolve_modules(debian, needs_of("vm-9p").required, release, layout="vm-9p")
+        resolve_modules(debian, NEEDS["vm-9p"].required, release, layout="vm-9p")
